@@ -1,0 +1,32 @@
+"""gpuseg: segment images by clustering their pixels with exact DBSCAN, on CUDA GPUs and on CPUs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "dbscan", "load_image", "pixel_features", "segment", "GpusegError"]
+
+if TYPE_CHECKING:
+    from gpuseg.cluster import dbscan
+    from gpuseg.errors import GpusegError
+    from gpuseg.features import pixel_features
+    from gpuseg.io import load_image
+    from gpuseg.pipeline import segment
+
+_LAZY = {
+    "dbscan": "gpuseg.cluster",
+    "GpusegError": "gpuseg.errors",
+    "pixel_features": "gpuseg.features",
+    "load_image": "gpuseg.io",
+    "segment": "gpuseg.pipeline",
+}
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `import gpuseg` (and `gpuseg --help`) stays instant.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gpuseg' has no attribute {name!r}")

@@ -1,0 +1,165 @@
+"""dbscan(): parameter checks, device and engine choice, and the cluster stage."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+
+from gpuseg.device import Device, resolve_device
+from gpuseg.engines import ENGINES, auto_engine, get_engine
+from gpuseg.engines.base import Job
+from gpuseg.errors import EngineUnavailableError
+from gpuseg.features import Features, points_features
+from gpuseg.report import StageTimer
+
+
+@dataclass(frozen=True)
+class ClusterRun:
+    """What the cluster stage did: labels of the samples (host array), the engine, device and notes."""
+
+    labels: np.ndarray
+    engine: str
+    device: Device
+    note: str | None
+    sub_seconds: dict[str, float]
+
+
+def dbscan(
+    X: np.ndarray,
+    *,
+    eps: float,
+    min_samples: int,
+    sample_weight: np.ndarray | None = None,
+    device: str = "auto",
+    engine: str = "auto",
+) -> np.ndarray:
+    """DBSCAN labels of the rows of ``X``, identical to scikit-learn's.
+
+    Parameters
+    ----------
+    X : array-like of shape (N, F)
+        Feature rows (for an image, see :func:`gpuseg.pixel_features`).
+    eps : float
+        Neighbourhood radius (Euclidean, inclusive: distance <= eps).
+    min_samples : int
+        Weight of an eps-neighbourhood, the point itself included, that makes a point core.
+    sample_weight : array-like of shape (N,), optional
+        Weight of each row (default 1).
+    device : {"auto", "cpu", "gpu"}
+        "auto" uses a CUDA GPU when CuPy finds one, else the CPU; "gpu" without one is an error.
+    engine : {"auto", "grid", "cells", "sklearn", "sklearn-merged", "cuml"}
+        "auto" picks gpuseg's exact engine for the input (see the README's engine table).
+
+    Returns
+    -------
+    labels : ndarray of shape (N,), int64
+        -1 for noise, clusters 0, 1, ... in order of their smallest core sample index.
+
+    Raises
+    ------
+    ValueError
+        A bad eps, min_samples, X (shape, NaN/inf), sample_weight (length, NaN/inf), device or engine.
+    DeviceError
+        ``device="gpu"`` and no usable CUDA device.
+    EngineUnavailableError
+        The engine's library is not installed, or it does not run on the device asked for.
+    MemoryLimitError
+        scikit-learn would need more memory than the machine has.
+    """
+    return cluster_features(
+        points_features(X),
+        eps=eps,
+        min_samples=min_samples,
+        sample_weight=sample_weight,
+        device=device,
+        engine=engine,
+    ).labels
+
+
+def check_parameters(eps: float, min_samples: int) -> tuple[float, int]:
+    if isinstance(eps, bool) or not isinstance(eps, Real) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps={eps!r} must be a positive finite number")
+    if isinstance(min_samples, bool) or not isinstance(min_samples, Integral) or min_samples < 1:
+        raise ValueError(f"min_samples={min_samples!r} must be an integer >= 1")
+    return float(eps), int(min_samples)
+
+
+def check_weights(sample_weight, n_samples: int) -> np.ndarray | None:
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n_samples,):
+        raise ValueError(f"sample_weight has shape {w.shape}; it needs one weight per sample: ({n_samples},)")
+    if not np.isfinite(w).all():
+        raise ValueError("sample_weight has NaN or infinite values")
+    return w
+
+
+def cluster_features(
+    features: Features,
+    *,
+    eps: float,
+    min_samples: int,
+    sample_weight: np.ndarray | None = None,
+    device: str = "auto",
+    engine: str = "auto",
+    timer: StageTimer | None = None,
+) -> ClusterRun:
+    """The cluster stage on prepared features: choose device and engine, move data, run, bring labels back.
+
+    Records the to_device, cluster and to_host stages in ``timer``.
+    """
+    eps, min_samples = check_parameters(eps, min_samples)
+    weights = check_weights(sample_weight, features.n_samples)
+    spec_name, dev = _choose(engine, device, features)
+    timer = timer or StageTimer()
+    timer.sync = dev.synchronize
+    job = Job(features, eps, min_samples, weights, dev, timer)
+    if spec_name == "auto":
+        spec_name = auto_engine(job, dev.kind)
+        if dev.kind not in ENGINES[spec_name].runners:
+            job.note = f"{spec_name} has no GPU engine here; it ran on the CPU"
+            dev = Device("cpu", resolve_device("cpu").name, fallback_reason=job.note)
+            job.device = dev
+    spec = ENGINES[spec_name]
+    reason = spec.why_not_input(job)
+    if reason:
+        raise ValueError(reason)
+    if dev.kind == "gpu":
+        from gpuseg.engines.gpu_common import features_to_device
+
+        with timer.stage("to_device"):
+            job.features = features_to_device(job.features)
+            if weights is not None:
+                job.weights = dev.xp.asarray(weights)
+    with timer.stage("cluster"):
+        labels = spec.runner(dev.kind)(job)
+    with timer.stage("to_host"):
+        labels = labels.get() if hasattr(labels, "get") else np.asarray(labels)
+    return ClusterRun(labels.astype(np.int64, copy=False), spec_name, dev, job.note, dict(job.sub_seconds))
+
+
+def _choose(engine: str, device: str, features: Features) -> tuple[str, Device]:
+    """(engine name or "auto", device) for the request; errors name the parameter and the fix."""
+    if engine == "auto":
+        return "auto", resolve_device(device)
+    spec = get_engine(engine)
+    missing = spec.why_missing()
+    if missing:
+        raise EngineUnavailableError(f"engine={engine!r} cannot run: {missing}")
+    kinds = tuple(spec.runners)
+    if device == "auto":
+        dev = resolve_device("auto") if "gpu" in kinds else resolve_device("cpu")
+        if dev.kind not in kinds:  # a GPU-only engine on a machine without a GPU
+            dev = resolve_device("gpu")
+        return engine, dev
+    dev = resolve_device(device)
+    if dev.kind not in kinds:
+        raise EngineUnavailableError(
+            f"engine={engine!r} runs on {' or '.join(kinds)} only, not device={device!r}; "
+            f"use device='{kinds[0]}' or 'auto'"
+        )
+    return engine, dev

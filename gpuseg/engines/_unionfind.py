@@ -1,0 +1,53 @@
+"""Union-find on the CPU, shared by the exact engines.
+
+Links always hang the larger root under the smaller one, so a component's root is its smallest index:
+that is what numbers clusters in scikit-learn's order (by smallest core index) without a sort.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(inline="always", cache=True)
+def find(parent, i):
+    """Root of ``i``, halving the path on the way (a single thread owns ``parent`` while this runs)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(inline="always", cache=True)
+def union(parent, a, b):
+    """Join the sets of ``a`` and ``b``; the smaller root becomes the root."""
+    a = find(parent, a)
+    b = find(parent, b)
+    if a < b:
+        parent[b] = a
+    elif b < a:
+        parent[a] = b
+
+
+@njit(parallel=True, cache=True)
+def flatten_roots(parent, is_member):
+    """Root of every member (-1 for the others), reading ``parent`` only, so safe in parallel."""
+    roots = np.full(parent.shape[0], -1, dtype=parent.dtype)
+    for i in prange(parent.shape[0]):
+        if is_member[i]:
+            r = parent[i]
+            while parent[r] != r:
+                r = parent[r]
+            roots[i] = r
+    return roots
+
+
+def number_by_root(roots: np.ndarray) -> tuple[np.ndarray, int]:
+    """Cluster number of every member: roots are the smallest indices, so cumulative counts of roots give
+    the numbering by smallest index. Non-members (root -1) get -1."""
+    index = np.arange(roots.shape[0], dtype=roots.dtype)
+    is_root = roots == index
+    number = np.cumsum(is_root, dtype=np.int64) - 1
+    labels = np.where(roots >= 0, number[np.maximum(roots, 0)], -1)
+    return labels, int(is_root.sum())

@@ -1,0 +1,73 @@
+"""Cells for low-dimensional points: bucket points in cells of side eps/sqrt(d), so that every pair of
+points in one cell is within eps, and list for each cell the cells that can hold a neighbour.
+
+Shared by the CPU and GPU cell engines (the layout is computed with the array module of the device).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpuseg.engines.stencil import TIE_SLACK
+
+MAX_CELL_DIMS = 5
+"""Points of more dimensions than this go to scikit-learn (on merged rows): the neighbour cells explode."""
+
+
+def cell_side(eps: float, n_dims: int) -> float:
+    """Side of a cell whose diagonal stays within eps even after rounding."""
+    return eps / math.sqrt(n_dims) * (1 - TIE_SLACK)
+
+
+def neighbour_offsets(eps: float, n_dims: int) -> np.ndarray:
+    """Integer cell offsets (including zero) whose cells can hold a point within eps of the centre cell's."""
+    side = cell_side(eps, n_dims)
+    reach = int(math.floor(eps / side)) + 1
+    offsets = []
+    for o in itertools.product(range(-reach, reach + 1), repeat=n_dims):
+        gap = sum(max(abs(v) - 1, 0) ** 2 for v in o)
+        if gap * side * side <= eps * eps:
+            offsets.append(o)
+    return np.array(offsets, dtype=np.int64).reshape(-1, n_dims)
+
+
+@dataclass(frozen=True)
+class CellLayout:
+    """Points sorted by cell: ``order[i]`` is the input row at sorted position i; cell c holds sorted
+    positions ``start[c]:start[c+1]``; ``coords[c]`` are its integer coordinates and ``keys`` their
+    linear keys, ascending; ``extent`` is the number of cells along each dimension."""
+
+    order: np.ndarray
+    start: np.ndarray
+    coords: np.ndarray
+    keys: np.ndarray
+    extent: np.ndarray
+
+
+def cell_layout(points, eps: float, xp=np) -> CellLayout | None:
+    """Sort ``points`` (M, d) into cells; None when the cell keys would not fit in 62 bits."""
+    n_dims = points.shape[1]
+    side = cell_side(eps, n_dims)
+    lo = points.min(axis=0)
+    coords = xp.floor((points - lo) / side).astype(xp.int64)
+    extent = coords.max(axis=0) + 1
+    extent_host = [int(v) for v in (extent.get() if hasattr(extent, "get") else extent)]
+    if math.prod(extent_host) >= 2**62:
+        return None
+    strides = np.cumprod([1, *extent_host[:0:-1]])[::-1].astype(np.int64)
+    key = coords @ xp.asarray(strides)
+    order = xp.argsort(key)
+    key = key[order]
+    first = xp.flatnonzero(xp.concatenate([xp.ones(1, dtype=bool), key[1:] != key[:-1]]))
+    start = xp.concatenate([first, xp.asarray([key.shape[0]])]).astype(xp.int64)
+    return CellLayout(
+        order=order.astype(xp.int64),
+        start=start,
+        coords=coords[order[first]],
+        keys=key[first],
+        extent=xp.asarray(np.array(extent_host, dtype=np.int64)),
+    )

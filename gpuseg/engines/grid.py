@@ -1,0 +1,81 @@
+"""The pixel-grid engine: exact DBSCAN for image features with position.
+
+Two pixels can only be neighbours when their offset lies in the stencil of radius floor(eps / xy_scale), so
+each stage walks that stencil: count neighbours -> union cores -> number clusters -> attach borders.
+No neighbour lists; memory O(pixels).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from gpuseg.engines.base import Job, require_nonnegative_weights
+from gpuseg.engines.stencil import forward_half, stencil
+
+
+def unsupported(job: Job) -> str | None:
+    if not job.features.is_image or job.features.xy_scale is None:
+        return "engine='grid' needs image features with position (xy_scale set); use engine='cells' or 'auto'"
+    return None
+
+
+def grid_weights(job: Job, xp=np):
+    """Per-pixel weights (H, W): the sample weights scattered onto the grid, or a broadcast 1.0."""
+    shape = job.features.shape
+    if job.weights is None:
+        return xp.broadcast_to(xp.float64(1.0), shape)
+    grid = xp.zeros(shape, dtype=xp.float64)
+    if job.features.mask is None:
+        grid[...] = xp.asarray(job.weights).reshape(shape)
+    else:
+        grid[xp.asarray(job.features.mask)] = xp.asarray(job.weights)
+    return grid
+
+
+def grid_mask(job: Job, xp=np):
+    mask = job.features.mask
+    return xp.broadcast_to(xp.bool_(True), job.features.shape) if mask is None else xp.asarray(mask)
+
+
+def sample_labels(labels_flat, job: Job):
+    """Labels of the samples (N,) from the labels of every pixel (H*W,)."""
+    mask = job.features.mask
+    return labels_flat if mask is None else labels_flat[mask.ravel()]
+
+
+def run_grid_cpu(job: Job) -> np.ndarray:
+    from gpuseg.engines import _grid_cpu as k
+    from gpuseg.engines._kernels_common import code_sqdiff, value_sqdiff
+    from gpuseg.engines._unionfind import flatten_roots, number_by_root
+
+    require_nonnegative_weights(job, "grid")
+    f = job.features
+    h, w = f.shape
+    colours = f.colours
+    lut = f.lut if f.lut is not None else np.zeros(1)
+    sqdiff = code_sqdiff if f.lut is not None else value_sqdiff
+    xs = np.arange(w, dtype=np.int64) * f.xy_scale
+    ys = np.arange(h, dtype=np.int64) * f.xy_scale
+    dy, dx = stencil(job.eps, f.xy_scale, h, w)
+    half = forward_half(dy, dx)
+    fdy, fdx = np.ascontiguousarray(dy[half]), np.ascontiguousarray(dx[half])
+    mask = grid_mask(job)
+    weights = grid_weights(job)
+    eps2 = job.eps2
+    with job.sub_stage("count"):
+        core = np.zeros((h, w), dtype=np.bool_)
+        k.count_neighbours(colours, lut, sqdiff, mask, weights, xs, ys, dy, dx, eps2, float(job.min_samples), core)
+    with job.sub_stage("union"):
+        index_dtype = np.int32 if h * w < 2**31 else np.int64
+        parent = np.arange(h * w, dtype=index_dtype)
+        bands = k.band_starts(h, 4 * (os.cpu_count() or 1))
+        k.union_cores(colours, lut, sqdiff, core, xs, ys, fdy, fdx, eps2, parent, bands)
+    with job.sub_stage("number"):
+        core_flat = core.ravel()
+        labels, _ = number_by_root(flatten_roots(parent, core_flat))
+        del parent
+    with job.sub_stage("borders"):
+        k.attach_borders(colours, lut, sqdiff, mask, core, xs, ys, dy, dx, eps2, labels)
+    return sample_labels(labels, job)

@@ -1,0 +1,77 @@
+"""scikit-learn's DBSCAN, the reference, with a guard against running out of memory."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from gpuseg.engines.base import Job
+from gpuseg.engines.merge import merge_rows
+from gpuseg.errors import MemoryLimitError
+
+GUARD_PROBES = 400
+GUARD_SUBSET = 20_000
+BYTES_PER_NEIGHBOUR = 8 * 1.5
+"""scikit-learn stores each neighbour index as 8 bytes; radius queries add about half that again."""
+
+
+def run_sklearn(job: Job) -> np.ndarray:
+    """scikit-learn on the raw rows (the reference)."""
+    return _fit(job.features.matrix(), job.weights, job, "sklearn")
+
+
+def run_sklearn_merged(job: Job) -> np.ndarray:
+    """scikit-learn on the merged identical rows, their counts as sample_weight, labels mapped back."""
+    with job.sub_stage("merge"):
+        merged = merge_rows(job.features, job.weights)
+    return _fit(merged.points, merged.weights, job, "sklearn-merged")[merged.inverse]
+
+
+def _fit(points: np.ndarray, weights: np.ndarray | None, job: Job, name: str) -> np.ndarray:
+    check_memory(points, job.eps, name)
+    from sklearn.cluster import DBSCAN
+
+    with job.sub_stage("sklearn"):
+        model = DBSCAN(eps=job.eps, min_samples=job.min_samples).fit(points, sample_weight=weights)
+    return model.labels_.astype(np.int64)
+
+
+def predicted_memory(points: np.ndarray, eps: float, seed: int = 0) -> float:
+    """Bytes scikit-learn's DBSCAN would take to store every eps-neighbourhood of ``points``.
+
+    The mean neighbourhood size is estimated from ``GUARD_PROBES`` random points counted against a random
+    subset of ``GUARD_SUBSET`` points, scaled to all points.
+    """
+    n = points.shape[0]
+    rng = np.random.default_rng(seed)
+    subset = points if n <= GUARD_SUBSET else points[rng.choice(n, GUARD_SUBSET, replace=False)]
+    probes = points if n <= GUARD_PROBES else points[rng.choice(n, GUARD_PROBES, replace=False)]
+    within = 0
+    for chunk in range(0, probes.shape[0], 50):
+        d2 = ((probes[chunk : chunk + 50, None, :] - subset[None, :, :]) ** 2).sum(axis=2)
+        within += int((d2 <= eps * eps).sum())
+    mean_neighbours = within / probes.shape[0] * n / subset.shape[0]
+    return n * max(mean_neighbours, 1.0) * BYTES_PER_NEIGHBOUR
+
+
+def available_memory() -> int:
+    """Bytes of memory the machine can still give (MemAvailable)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(points: np.ndarray, eps: float, name: str) -> None:
+    """Raise :class:`MemoryLimitError` before scikit-learn would be killed for lack of memory."""
+    need = predicted_memory(points, eps)
+    have = available_memory()
+    if need > 0.8 * have:
+        raise MemoryLimitError(
+            f"engine={name!r}: scikit-learn would need about {need / 2**30:.1f} GiB to store the "
+            f"eps-neighbourhoods of {points.shape[0]:,} samples, and {have / 2**30:.1f} GiB is available. "
+            "Use engine='auto' (gpuseg's exact engines, same labels), or a smaller eps."
+        )

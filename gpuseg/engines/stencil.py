@@ -1,0 +1,41 @@
+"""The pixel-grid neighbourhood: which pixel offsets can hold an eps-neighbour, given the position scale."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+TIE_SLACK = 1e-9
+"""Relative slack on eps when choosing candidate offsets and cells; the exact distance test decides."""
+
+
+def stencil_radius(eps: float, xy_scale: float) -> int:
+    """Largest pixel offset along one axis that can be within ``eps``: ``floor(eps / xy_scale)``."""
+    return int(math.floor(eps / xy_scale * (1 + TIE_SLACK)))
+
+
+def stencil(eps: float, xy_scale: float, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel offsets ``(dy, dx)`` whose position distance alone is within ``eps`` (itself excluded).
+
+    Sorted nearest first, so that a count that stops at min_samples stops early. Offsets larger than the
+    image are left out.
+
+    Returns
+    -------
+    dy, dx : ndarray of int64
+    """
+    r = stencil_radius(eps, xy_scale)
+    ry, rx = min(r, height - 1), min(r, width - 1)
+    dy, dx = np.meshgrid(np.arange(-ry, ry + 1), np.arange(-rx, rx + 1), indexing="ij")
+    dy, dx = dy.ravel(), dx.ravel()
+    d2 = (dy * dy + dx * dx).astype(np.float64)
+    keep = (d2 * xy_scale * xy_scale <= eps * eps * (1 + TIE_SLACK)) & (d2 > 0)
+    dy, dx, d2 = dy[keep], dx[keep], d2[keep]
+    order = np.lexsort((dx, dy, d2))
+    return dy[order].astype(np.int64), dx[order].astype(np.int64)
+
+
+def forward_half(dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Mask of the offsets that point forward in row-major order: each unordered pair is visited once."""
+    return (dy > 0) | ((dy == 0) & (dx > 0))

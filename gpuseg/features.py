@@ -1,0 +1,201 @@
+"""Pixels as samples: the feature rows gpuseg clusters (see the feature contract in the README)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+ColorSpace = Literal["rgb", "lab", "gray"]
+AlphaMode = Literal["ignore", "feature", "mask"]
+COLOR_SPACES: tuple[str, ...] = ("rgb", "lab", "gray")
+ALPHA_MODES: tuple[str, ...] = ("ignore", "feature", "mask")
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """The samples of one clustering run, kept compact; :meth:`matrix` gives the (N, F) float64 rows.
+
+    An image keeps its colours on the pixel grid: ``colours`` is ``(H, W, K)``, either float64 values or
+    integer codes whose value is ``lut[code]`` (8- and 16-bit images), and ``mask`` says which pixels are
+    samples. Plain feature arrays keep their rows in ``points``.
+    """
+
+    names: tuple[str, ...]
+    points: np.ndarray | None = None
+    colours: np.ndarray | None = None
+    lut: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    xy_scale: float | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.colours is not None
+
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        """(H, W) of the image, or None for plain feature rows."""
+        return None if self.colours is None else self.colours.shape[:2]
+
+    @property
+    def n_samples(self) -> int:
+        if self.points is not None:
+            return self.points.shape[0]
+        assert self.colours is not None
+        return int(self.mask.sum()) if self.mask is not None else self.colours.shape[0] * self.colours.shape[1]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.names)
+
+    def colour_rows(self) -> np.ndarray:
+        """The colour columns of the sample pixels, ``(N, K)`` float64, in row-major pixel order."""
+        assert self.colours is not None
+        flat = self.colours.reshape(-1, self.colours.shape[2])
+        if self.mask is not None:
+            flat = flat[self.mask.ravel()]
+        return self.lut[flat] if self.lut is not None else flat.astype(np.float64, copy=False)
+
+    def matrix(self) -> np.ndarray:
+        """The ``(N, F)`` float64 matrix the engines cluster, exactly as the feature contract defines it."""
+        if self.points is not None:
+            return self.points
+        rows = self.colour_rows()
+        if self.xy_scale is None:
+            return rows
+        h, w = self.shape
+        y, x = np.divmod(np.arange(h * w, dtype=np.int64), w)
+        if self.mask is not None:
+            keep = self.mask.ravel()
+            x, y = x[keep], y[keep]
+        return np.column_stack([rows, x * self.xy_scale, y * self.xy_scale])
+
+
+def pixel_features(
+    image: np.ndarray,
+    *,
+    color: ColorSpace = "rgb",
+    alpha: AlphaMode = "ignore",
+    xy_scale: float | None = None,
+) -> np.ndarray:
+    """The feature rows of an image's pixels: exactly the ``(N, F)`` float64 matrix gpuseg clusters.
+
+    Parameters
+    ----------
+    image : ndarray
+        ``(H, W, 3)`` RGB, ``(H, W, 4)`` RGBA, ``(H, W)`` grey (integer dtype) or ``(H, W, 1)`` image,
+        uint8, uint16 or float. A 2-D float array is taken as ``(N, F)`` feature rows and returned as float64.
+    color : {"rgb", "lab", "gray"}
+        Colour columns: channels divided by the dtype's maximum (float images as they are); CIE L*a*b* divided
+        by 100; or luma.
+    alpha : {"ignore", "feature", "mask"}
+        For RGBA images: drop alpha; keep it as a fourth colour column; or keep only pixels with alpha > 0 as
+        samples (the others get label -1).
+    xy_scale : float, optional
+        When set, two more columns ``x * xy_scale`` and ``y * xy_scale`` (column and row index).
+
+    Returns
+    -------
+    X : ndarray of shape (N, F), float64
+        One row per sample pixel, in row-major order.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``color`` or ``alpha``, a non-positive ``xy_scale``, an unsupported shape or dtype, or
+        NaN/inf values.
+    """
+    return build_features(image, color=color, alpha=alpha, xy_scale=xy_scale).matrix()
+
+
+def build_features(
+    image: np.ndarray,
+    *,
+    color: ColorSpace = "rgb",
+    alpha: AlphaMode = "ignore",
+    xy_scale: float | None = None,
+) -> Features:
+    """Like :func:`pixel_features`, but keeps an image on its grid (:class:`Features`)."""
+    if color not in COLOR_SPACES:
+        raise ValueError(f"color={color!r} is not one of {', '.join(COLOR_SPACES)}")
+    if alpha not in ALPHA_MODES:
+        raise ValueError(f"alpha={alpha!r} is not one of {', '.join(ALPHA_MODES)}")
+    if xy_scale is not None and not (np.isfinite(xy_scale) and xy_scale > 0):
+        raise ValueError(f"xy_scale={xy_scale!r} must be a positive number (or None for colour only)")
+    image = np.asarray(image)
+    if image.ndim == 2 and image.dtype.kind == "f":
+        return points_features(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or image.shape[0] * image.shape[1] == 0:
+        raise ValueError(
+            f"image of shape {image.shape} is not an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image with pixels"
+        )
+    if image.dtype.kind not in "uf" or image.dtype.itemsize > 8 or image.dtype == np.uint32 or image.dtype == np.uint64:
+        raise ValueError(f"image dtype {image.dtype} is not supported; use uint8, uint16 or float")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise ValueError("image has NaN or infinite values; replace them before clustering")
+
+    channels = image.shape[2]
+    mask = None
+    extra: list[np.ndarray] = []
+    extra_names: tuple[str, ...] = ()
+    if channels == 4:
+        alpha_plane = image[:, :, 3]
+        if alpha == "mask":
+            mask = alpha_plane > 0
+        elif alpha == "feature":
+            extra, extra_names = [alpha_plane], ("alpha",)
+        image = image[:, :, :3]
+    colours, names = _colour_planes(image, color)
+    colours = np.concatenate([colours, *(e[:, :, None] for e in extra)], axis=2) if extra else colours
+    names = names + extra_names
+    lut = None
+    if colours.dtype.kind == "u":
+        lut = np.arange(np.iinfo(colours.dtype).max + 1, dtype=np.float64) / np.iinfo(colours.dtype).max
+    else:
+        colours = colours.astype(np.float64, copy=False)
+    if xy_scale is not None:
+        names = names + ("x", "y")
+    return Features(
+        names=names,
+        colours=np.ascontiguousarray(colours),
+        lut=lut,
+        mask=mask,
+        xy_scale=None if xy_scale is None else float(xy_scale),
+    )
+
+
+def points_features(points: np.ndarray) -> Features:
+    """Plain ``(N, F)`` feature rows as :class:`Features`, checked for shape and finiteness."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[0] == 0 or points.shape[1] == 0:
+        raise ValueError(f"X of shape {points.shape} is not an (N, F) array with N >= 1 and F >= 1")
+    if points.dtype.kind not in "biuf":
+        raise ValueError(f"X has dtype {points.dtype}; it must be numeric")
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    if not np.isfinite(points).all():
+        raise ValueError("X has NaN or infinite values; DBSCAN needs finite features")
+    return Features(names=tuple(f"f{i}" for i in range(points.shape[1])), points=points)
+
+
+def _colour_planes(image: np.ndarray, color: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(H, W, K) colour planes (integer codes where the source is integer) and their column names."""
+    import cv2
+
+    grey_source = image.shape[2] == 1
+    if color == "lab":
+        rgb = np.repeat(image, 3, axis=2) if grey_source else image
+        unit = rgb.astype(np.float32)
+        if rgb.dtype.kind == "u":
+            unit /= np.iinfo(rgb.dtype).max
+        lab = cv2.cvtColor(unit, cv2.COLOR_RGB2LAB).astype(np.float64) / 100.0
+        return lab, ("L", "a*", "b*")
+    if grey_source:
+        return image, ("gray",)
+    if color == "gray":
+        if image.dtype.kind == "f" and image.dtype != np.float32:
+            image = image.astype(np.float32)
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None], ("gray",)
+    return image, ("r", "g", "b")

@@ -1,0 +1,70 @@
+"""Label maps: canonical numbering, the PNG encodings of the outputs, and cluster colours."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def renumber_by_first_core(labels: np.ndarray, core_indices: np.ndarray) -> np.ndarray:
+    """Renumber clusters 0, 1, 2, ... in order of their smallest core sample index (scikit-learn's order)."""
+    labels = np.asarray(labels)
+    n_clusters = int(labels.max()) + 1 if labels.size else 0
+    if n_clusters == 0:
+        return labels.copy()
+    first = np.full(n_clusters, np.iinfo(np.int64).max, dtype=np.int64)
+    core_indices = np.asarray(core_indices)
+    np.minimum.at(first, labels[core_indices], core_indices)
+    present = np.flatnonzero(first < np.iinfo(np.int64).max)
+    rank = np.full(n_clusters, -1, dtype=np.int64)
+    rank[present[np.argsort(first[present], kind="stable")]] = np.arange(present.shape[0])
+    return np.where(labels >= 0, rank[np.maximum(labels, 0)], -1)
+
+
+def labels_to_png(labels: np.ndarray) -> np.ndarray:
+    """uint16 image of a label map: 0 is noise, cluster k is k + 1.
+
+    Raises
+    ------
+    ValueError
+        More than 65534 clusters do not fit in 16 bits.
+    """
+    if labels.size and labels.max() >= 65535:
+        raise ValueError(
+            f"{int(labels.max()) + 1} clusters do not fit in a 16-bit label PNG; use the .labels.npy output"
+        )
+    return (labels + 1).astype(np.uint16)
+
+
+def cluster_colours(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 3) uint8 colours, distinct and bright, the same for the same n (golden-ratio hues)."""
+    import cv2
+
+    hues = (np.arange(n) * 0.618033988749895 + 0.1 * seed) % 1.0
+    hsv = np.stack([hues * 180, np.full(n, 200), np.where(np.arange(n) % 2, 255, 190)], axis=1)
+    return cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0]
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, *, dim: float = 0.35, alpha: float = 0.65) -> np.ndarray:
+    """RGB uint8 picture: a distinct colour per cluster blended over a dimmed copy of the image, noise black."""
+    base = to_rgb8(image).astype(np.float32) * dim
+    colours = cluster_colours(max(int(labels.max()) + 1, 0)).astype(np.float32)
+    out = base.copy()
+    inside = labels >= 0
+    out[inside] = (1 - alpha) * base[inside] + alpha * colours[labels[inside]]
+    out[~inside] = 0
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any gpuseg image (grey/RGB/RGBA, uint8/uint16/float) as RGB uint8 for pictures."""
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    img = img[:, :, :3]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    if img.dtype == np.uint8:
+        return np.ascontiguousarray(img)
+    if img.dtype.kind == "u":
+        return (img.astype(np.float64) / np.iinfo(img.dtype).max * 255 + 0.5).astype(np.uint8)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
