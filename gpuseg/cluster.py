@@ -136,7 +136,7 @@ def cluster_features(
             if weights is not None:
                 job.weights = dev.xp.asarray(weights)
     with timer.stage("cluster"):
-        labels = spec.runner(dev.kind)(job)
+        labels = spec.runner(dev.kind)(job) if features.n_samples else np.zeros(0, dtype=np.int64)
     with timer.stage("to_host"):
         labels = labels.get() if hasattr(labels, "get") else np.asarray(labels)
     return ClusterRun(labels.astype(np.int64, copy=False), spec_name, dev, job.note, dict(job.sub_seconds))
@@ -156,10 +156,9 @@ def _choose(engine: str, device: str, features: Features) -> tuple[str, Device]:
         if dev.kind not in kinds:  # a GPU-only engine on a machine without a GPU
             dev = resolve_device("gpu")
         return engine, dev
-    dev = resolve_device(device)
-    if dev.kind not in kinds:
+    if device in ("cpu", "gpu") and device not in kinds:
         raise EngineUnavailableError(
             f"engine={engine!r} runs on {' or '.join(kinds)} only, not device={device!r}; "
             f"use device='{kinds[0]}' or 'auto'"
         )
-    return engine, dev
+    return engine, resolve_device(device)

@@ -58,7 +58,9 @@ ENGINES: dict[str, EngineSpec] = {
             {"cpu": "gpuseg.engines.cells:run_cells_cpu", "gpu": "gpuseg.engines.cells_gpu:run_cells_gpu"},
             unsupported="gpuseg.engines.cells:unsupported",
         ),
-        EngineSpec("sklearn", "scikit-learn on the raw rows (the reference)", {"cpu": "gpuseg.engines.sklearn:run_sklearn"}),
+        EngineSpec(
+            "sklearn", "scikit-learn on the raw rows (the reference)", {"cpu": "gpuseg.engines.sklearn:run_sklearn"}
+        ),
         EngineSpec(
             "sklearn-merged",
             "scikit-learn on merged identical rows with their counts as sample_weight",

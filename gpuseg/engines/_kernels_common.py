@@ -1,20 +1,30 @@
-"""Squared colour differences, for colours held as float64 values or as integer codes with a lookup table.
-
-The grid engine is compiled once per kind of colour array; these are passed to it as arguments.
-"""
+"""The squared difference of two colour values, for colours held as float64 values or as integer codes
+whose value is ``lut[code]``: one name, resolved by the compiler from the colour array's dtype, so the
+kernels compile (and cache) once per kind of colour array."""
 
 from __future__ import annotations
 
-from numba import njit
+from numba import types
+from numba.extending import overload
 
 
-@njit(inline="always", cache=True)
-def code_sqdiff(lut, a, b):
-    d = lut[a] - lut[b]
+def colour_sqdiff(lut, a, b):  # pragma: no cover - replaced by the compiled overload below
+    d = (lut[a] - lut[b]) if lut is not None else (a - b)
     return d * d
 
 
-@njit(inline="always", cache=True)
-def value_sqdiff(lut, a, b):
-    d = a - b
-    return d * d
+@overload(colour_sqdiff, inline="always", target="generic")
+def _colour_sqdiff(lut, a, b):
+    if isinstance(a, types.Integer):
+
+        def from_codes(lut, a, b):
+            d = lut[a] - lut[b]
+            return d * d
+
+        return from_codes
+
+    def from_values(lut, a, b):
+        d = a - b
+        return d * d
+
+    return from_values

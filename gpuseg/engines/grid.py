@@ -47,7 +47,6 @@ def sample_labels(labels_flat, job: Job):
 
 def run_grid_cpu(job: Job) -> np.ndarray:
     from gpuseg.engines import _grid_cpu as k
-    from gpuseg.engines._kernels_common import code_sqdiff, value_sqdiff
     from gpuseg.engines._unionfind import flatten_roots, number_by_root
 
     require_nonnegative_weights(job, "grid")
@@ -55,7 +54,6 @@ def run_grid_cpu(job: Job) -> np.ndarray:
     h, w = f.shape
     colours = f.colours
     lut = f.lut if f.lut is not None else np.zeros(1)
-    sqdiff = code_sqdiff if f.lut is not None else value_sqdiff
     xs = np.arange(w, dtype=np.int64) * f.xy_scale
     ys = np.arange(h, dtype=np.int64) * f.xy_scale
     dy, dx = stencil(job.eps, f.xy_scale, h, w)
@@ -66,16 +64,16 @@ def run_grid_cpu(job: Job) -> np.ndarray:
     eps2 = job.eps2
     with job.sub_stage("count"):
         core = np.zeros((h, w), dtype=np.bool_)
-        k.count_neighbours(colours, lut, sqdiff, mask, weights, xs, ys, dy, dx, eps2, float(job.min_samples), core)
+        k.count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, float(job.min_samples), core)
     with job.sub_stage("union"):
         index_dtype = np.int32 if h * w < 2**31 else np.int64
         parent = np.arange(h * w, dtype=index_dtype)
         bands = k.band_starts(h, 4 * (os.cpu_count() or 1))
-        k.union_cores(colours, lut, sqdiff, core, xs, ys, fdy, fdx, eps2, parent, bands)
+        k.union_cores(colours, lut, core, xs, ys, fdy, fdx, eps2, parent, bands)
     with job.sub_stage("number"):
         core_flat = core.ravel()
         labels, _ = number_by_root(flatten_roots(parent, core_flat))
         del parent
     with job.sub_stage("borders"):
-        k.attach_borders(colours, lut, sqdiff, mask, core, xs, ys, dy, dx, eps2, labels)
+        k.attach_borders(colours, lut, mask, core, xs, ys, dy, dx, eps2, labels)
     return sample_labels(labels, job)

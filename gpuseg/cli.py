@@ -1,0 +1,281 @@
+"""The `gpuseg` command line: thin commands over the Python API.
+
+Heavy libraries (numba, scikit-learn, CuPy, cuML, OpenCV) are imported inside the commands, so that
+`gpuseg --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gpuseg import __version__
+
+app = typer.Typer(
+    name="gpuseg",
+    help="Segment images by clustering their pixels with exact DBSCAN, on CUDA GPUs and on CPUs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Color(StrEnum):
+    rgb = "rgb"
+    lab = "lab"
+    gray = "gray"
+
+
+class Alpha(StrEnum):
+    ignore = "ignore"
+    feature = "feature"
+    mask = "mask"
+
+
+class DeviceOpt(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class EngineOpt(StrEnum):
+    auto = "auto"
+    grid = "grid"
+    cells = "cells"
+    sklearn = "sklearn"
+    sklearn_merged = "sklearn-merged"
+    cuml = "cuml"
+
+
+def _err(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gpuseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = None,
+) -> None:
+    """Segment images by clustering their pixels with exact DBSCAN, on CUDA GPUs and on CPUs."""
+
+
+EpsOpt = Annotated[float, typer.Option("--eps", help="DBSCAN radius in feature units (colours in [0, 1]).")]
+MinSamplesOpt = Annotated[int, typer.Option("--min-samples", help="Neighbourhood weight that makes a core sample.")]
+DeviceArg = Annotated[DeviceOpt, typer.Option("--device", help="auto: a CUDA GPU when there is one.")]
+EngineArg = Annotated[EngineOpt, typer.Option("--engine", help="auto: gpuseg's exact engine for the input.")]
+
+
+@app.command()
+def segment(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF, BMP, WebP, ...).")],
+    eps: EpsOpt = 0.05,
+    min_samples: MinSamplesOpt = 20,
+    color: Annotated[Color, typer.Option("--color", help="Colour features.")] = Color.lab,
+    alpha: Annotated[Alpha, typer.Option("--alpha", help="What to do with an alpha channel.")] = Alpha.ignore,
+    xy_scale: Annotated[
+        float, typer.Option("--xy-scale", help="Position features x*s, y*s; 0 for colour only.")
+    ] = 0.01,
+    device: DeviceArg = DeviceOpt.auto,
+    engine: EngineArg = EngineOpt.auto,
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out-dir", help="Where outputs go (default: beside each image).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document with every report.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse larger images.")] = 2**28,
+) -> None:
+    """Segment images: writes <stem>.labels.npy, .labels.png, .overlay.png and .json per image."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from gpuseg.errors import GpusegError
+    from gpuseg.pipeline import save_outputs
+    from gpuseg.pipeline import segment as run_segment
+
+    reports, failures = [], []
+    scale = xy_scale if xy_scale > 0 else None
+    with Progress(console=Console(stderr=True), disable=len(images) < 2, transient=True) as progress:
+        task = progress.add_task("segmenting", total=len(images))
+        for path in images:
+            try:
+                result = run_segment(
+                    path,
+                    eps=eps,
+                    min_samples=min_samples,
+                    color=color.value,
+                    alpha=alpha.value,
+                    xy_scale=scale,
+                    device=device.value,
+                    engine=engine.value,
+                    max_pixels=max_pixels,
+                )
+                stem = (out_dir or path.parent) / path.stem
+                written = save_outputs(result, stem, overwrite=overwrite)
+                result.report["outputs"] = [str(p) for p in written]
+                reports.append(result.report)
+                if not as_json:
+                    progress.console.print(_report_table(result.report))
+            except (GpusegError, ValueError, OSError) as exc:
+                failures.append({"source": str(path), "error": str(exc)})
+                _err(str(exc))
+            progress.advance(task)
+    if as_json:
+        typer.echo(json.dumps({"reports": reports, "failures": failures}, indent=2))
+    if failures:
+        raise typer.Exit(1)
+
+
+def _report_table(report: dict):
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gpuseg.report import format_seconds
+
+    table = Table(title=escape(str(report["source"])), show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    h, w = report["image_shape"][:2]
+    table.add_row("image", f"{w} x {h}, {report['n_samples']:,} samples, features {', '.join(report['features'])}")
+    table.add_row("parameters", f"eps {report['eps']}, min_samples {report['min_samples']}")
+    device = f"{report['device']} ({report['device_name']})"
+    if report["fallback_reason"]:
+        device += f" - CPU because {report['fallback_reason']}"
+    table.add_row("device", escape(device))
+    table.add_row("engine", escape(report["engine"] + (f" - {report['engine_note']}" if report["engine_note"] else "")))
+    table.add_row("clusters", f"{report['n_clusters']}, noise {report['noise_fraction']:.1%}")
+    stages = ", ".join(f"{k} {format_seconds(v)}" for k, v in report["timings_s"].items() if v > 0 or k == "total")
+    table.add_row("time", stages)
+    return table
+
+
+@app.command()
+def cluster(
+    points: Annotated[Path, typer.Argument(help="Feature rows: .npy (N, F) or .csv (one row per sample).")],
+    eps: EpsOpt,
+    min_samples: MinSamplesOpt,
+    device: DeviceArg = DeviceOpt.auto,
+    engine: EngineArg = EngineOpt.auto,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Labels file, .npy or .csv (default <stem>.labels.npy).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing labels file.")] = False,
+) -> None:
+    """DBSCAN on a feature array; labels (-1 noise) to .npy or .csv."""
+    import numpy as np
+
+    from gpuseg.cluster import cluster_features
+    from gpuseg.errors import GpusegError
+    from gpuseg.features import points_features
+    from gpuseg.io import atomic_write, save_npy
+
+    out = out or points.with_name(points.stem + ".labels.npy")
+    try:
+        if out.suffix not in (".npy", ".csv"):
+            raise ValueError(f"--out {out}: the labels file must end in .npy or .csv")
+        if out.exists() and not overwrite:
+            raise GpusegError(f"{out}: exists; pass --overwrite to replace it")
+        X = _read_points(points)
+        run = cluster_features(
+            points_features(X), eps=eps, min_samples=min_samples, device=device.value, engine=engine.value
+        )
+        labels = run.labels.astype(np.int32)
+        if out.suffix == ".npy":
+            save_npy(out, labels, overwrite=overwrite)
+        else:
+            atomic_write(out, lambda f: np.savetxt(f, labels, fmt="%d"), overwrite=overwrite)
+    except (GpusegError, ValueError, OSError) as exc:
+        _err(str(exc))
+        raise typer.Exit(1) from None
+    n_clusters = int(labels.max()) + 1 if labels.size else 0
+    typer.echo(
+        f"{points}: {labels.size:,} samples, {n_clusters} clusters, noise {(labels < 0).mean():.1%}, "
+        f"engine {run.engine} on {run.device.kind} -> {out}"
+    )
+
+
+def _read_points(path: Path):
+    import numpy as np
+
+    from gpuseg.errors import GpusegError
+
+    if not path.is_file():
+        raise GpusegError(f"{path}: no such file")
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise GpusegError(f"{path}: not a numeric .npy array ({exc})") from exc
+    if path.suffix == ".csv":
+        try:
+            return np.loadtxt(path, delimiter=",", ndmin=2)
+        except ValueError:
+            try:  # one header line
+                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
+            except ValueError as exc:
+                raise GpusegError(f"{path}: not a numeric CSV table ({exc})") from exc
+    raise GpusegError(f"{path}: points must be a .npy or .csv file")
+
+
+LIBRARIES = (
+    "numpy",
+    "numba",
+    "numba-cuda",
+    "opencv-python-headless",
+    "scikit-learn",
+    "cupy-cuda12x",
+    "cupy-cuda13x",
+    "cuml-cu12",
+    "cuml-cu13",
+    "cuml",
+)
+
+
+@app.command()
+def info() -> None:
+    """Versions, CUDA devices seen (or why none), and the engines available here."""
+    from importlib import metadata
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gpuseg.device import cpu_name, gpu_status
+    from gpuseg.engines import ENGINES
+
+    console = Console()
+    console.print(f"gpuseg {__version__}, Python {sys.version.split()[0]}")
+    versions = []
+    for dist in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions.append(f"{dist} {metadata.version(dist)}")
+    console.print("libraries: " + ", ".join(versions))
+    console.print(f"cpu: {cpu_name()}")
+    gpu = gpu_status()
+    if gpu.usable:
+        console.print(f"gpu: {gpu.name}, {gpu.total_memory / 2**30:.1f} GiB ({gpu.free_memory / 2**30:.1f} GiB free)")
+    else:
+        console.print(f"gpu: none ({escape(gpu.reason or '')})")
+    table = Table("engine", "devices", "available", "what it is")
+    for spec in ENGINES.values():
+        missing = spec.why_missing()
+        kinds = [k for k in spec.runners if k == "cpu" or gpu.usable]
+        available = f"no: {missing}" if missing else ("yes" if kinds else "no: needs a GPU")
+        table.add_row(spec.name, ", ".join(spec.runners), escape(available), spec.summary)
+    console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,150 @@
+"""segment(): load -> features -> cluster -> labels -> report, and writing its outputs."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpuseg import __version__
+from gpuseg.cluster import check_parameters, cluster_features
+from gpuseg.features import AlphaMode, ColorSpace, Features, build_features
+from gpuseg.io import DEFAULT_MAX_PIXELS, load_image, save_json, save_npy, save_png
+from gpuseg.labels import labels_to_png, overlay
+from gpuseg.report import REPORT_KEYS, STAGES, StageTimer, cluster_summary
+
+DEFAULT_EPS = 0.05
+DEFAULT_MIN_SAMPLES = 20
+DEFAULT_COLOR: ColorSpace = "lab"
+DEFAULT_XY_SCALE = 0.01
+OUTPUT_SUFFIXES = (".labels.npy", ".labels.png", ".overlay.png", ".json")
+
+
+@dataclass
+class SegmentResult:
+    """The outcome of :func:`segment`: ``labels`` (H, W) int64 (-1 noise or not a sample), the ``image``,
+    the ``features`` used (``features.matrix()`` gives the rows) and the ``report`` (JSON-serialisable)."""
+
+    labels: np.ndarray
+    image: np.ndarray
+    features: Features
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def segment(
+    image_or_path: np.ndarray | str | os.PathLike[str],
+    *,
+    eps: float = DEFAULT_EPS,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+    color: ColorSpace = DEFAULT_COLOR,
+    alpha: AlphaMode = "ignore",
+    xy_scale: float | None = DEFAULT_XY_SCALE,
+    device: str = "auto",
+    engine: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> SegmentResult:
+    """Segment an image by DBSCAN on its pixels (the samples), with per-stage timings.
+
+    Parameters
+    ----------
+    image_or_path : ndarray or path
+        An RGB(A)/grey array (as :func:`gpuseg.load_image` returns) or a path OpenCV reads.
+    eps, min_samples
+        DBSCAN's parameters, in feature units (colours scaled to [0, 1]; positions times ``xy_scale``).
+    color, alpha, xy_scale
+        The features (see :func:`gpuseg.pixel_features`). ``xy_scale=None`` clusters colour alone.
+    device, engine
+        Where and how to cluster (see :func:`gpuseg.dbscan`).
+    max_pixels : int
+        Refuse larger images (see :func:`gpuseg.load_image`).
+
+    Returns
+    -------
+    SegmentResult
+
+    Raises
+    ------
+    GpusegError
+        The image cannot be read, or the device or engine cannot run.
+    ValueError
+        A bad parameter.
+    """
+    check_parameters(eps, min_samples)
+    timer = StageTimer()
+    start = time.perf_counter()
+    source = None
+    with timer.stage("load"):
+        if isinstance(image_or_path, (str, os.PathLike)):
+            source = str(image_or_path)
+            image = load_image(image_or_path, max_pixels=max_pixels)
+        else:
+            image = np.asarray(image_or_path)
+    with timer.stage("features"):
+        features = build_features(image, color=color, alpha=alpha, xy_scale=xy_scale)
+        if not features.is_image:
+            raise ValueError(f"segment() needs an image; got an array of shape {image.shape} (use dbscan())")
+    run = cluster_features(features, eps=eps, min_samples=min_samples, device=device, engine=engine, timer=timer)
+    labels = np.full(features.shape[0] * features.shape[1], -1, dtype=np.int64)
+    if features.mask is None:
+        labels[:] = run.labels
+    else:
+        labels[features.mask.ravel()] = run.labels
+    labels = labels.reshape(features.shape)
+    timings = {name: timer.seconds.get(name, 0.0) for name in STAGES}
+    timings["total"] = time.perf_counter() - start
+    report = {
+        "gpuseg_version": __version__,
+        "source": source,
+        "image_shape": list(image.shape),
+        "n_samples": features.n_samples,
+        "features": list(features.names),
+        "eps": float(eps),
+        "min_samples": int(min_samples),
+        "color": color,
+        "alpha": alpha,
+        "xy_scale": xy_scale,
+        "device": run.device.kind,
+        "device_name": run.device.name,
+        "engine": run.engine,
+        "fallback_reason": run.device.fallback_reason,
+        "engine_note": run.note,
+        **cluster_summary(run.labels),
+        "timings_s": timings,
+        "cluster_stages_s": run.sub_seconds,
+    }
+    assert tuple(report) == REPORT_KEYS
+    return SegmentResult(labels=labels, image=image, features=features, report=report)
+
+
+def output_paths(stem_path: Path) -> dict[str, Path]:
+    """The four output files of an image, named ``<stem><suffix>`` in the stem's folder."""
+    return {suffix: stem_path.with_name(stem_path.name + suffix) for suffix in OUTPUT_SUFFIXES}
+
+
+def save_outputs(result: SegmentResult, stem_path: str | os.PathLike[str], *, overwrite: bool = False) -> list[Path]:
+    """Write labels (.labels.npy int32, .labels.png uint16 with 0 = noise), the overlay and the report.
+
+    Every file is written atomically; with ``overwrite=False`` nothing is written if any output exists.
+    The report's ``save`` and ``total`` timings include the writing.
+    """
+    from gpuseg.errors import OutputExistsError
+
+    paths = output_paths(Path(stem_path))
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{', '.join(existing)}: exist; pass --overwrite (overwrite=True) to replace them")
+    start = time.perf_counter()
+    label_png = labels_to_png(result.labels)  # encode everything first: a refusal here writes nothing
+    picture = overlay(result.image, result.labels)
+    save_npy(paths[".labels.npy"], result.labels.astype(np.int32), overwrite=overwrite)
+    save_png(paths[".labels.png"], label_png, overwrite=overwrite)
+    save_png(paths[".overlay.png"], picture, overwrite=overwrite)
+    elapsed = time.perf_counter() - start
+    result.report["timings_s"]["save"] = elapsed
+    result.report["timings_s"]["total"] += elapsed
+    save_json(paths[".json"], result.report, overwrite=overwrite)
+    return list(paths.values())
