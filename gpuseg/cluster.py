@@ -11,6 +11,7 @@ import numpy as np
 from gpuseg.device import Device, resolve_device
 from gpuseg.engines import ENGINES, auto_engine, get_engine
 from gpuseg.engines.base import Job
+from gpuseg.engines.xp import to_host
 from gpuseg.errors import EngineUnavailableError
 from gpuseg.features import Features, points_features
 from gpuseg.report import StageTimer
@@ -138,7 +139,7 @@ def cluster_features(
     with timer.stage("cluster"):
         labels = spec.runner(dev.kind)(job) if features.n_samples else np.zeros(0, dtype=np.int64)
     with timer.stage("to_host"):
-        labels = labels.get() if hasattr(labels, "get") else np.asarray(labels)
+        labels = np.asarray(to_host(labels))
     return ClusterRun(labels.astype(np.int64, copy=False), spec_name, dev, job.note, dict(job.sub_seconds))
 
 

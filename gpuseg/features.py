@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from gpuseg.engines.xp import array_module
 
 ColorSpace = Literal["rgb", "lab", "gray"]
 AlphaMode = Literal["ignore", "feature", "mask"]
@@ -49,13 +52,18 @@ class Features:
     def n_features(self) -> int:
         return len(self.names)
 
+    def map_arrays(self, fn) -> Features:
+        """The same features with ``fn`` applied to each array (e.g. ``cupy.asarray`` to move them to a GPU)."""
+        arrays = {k: getattr(self, k) for k in ("points", "colours", "lut", "mask")}
+        return dataclasses.replace(self, **{k: None if a is None else fn(a) for k, a in arrays.items()})
+
     def colour_rows(self) -> np.ndarray:
         """The colour columns of the sample pixels, ``(N, K)`` float64, in row-major pixel order."""
         assert self.colours is not None
         flat = self.colours.reshape(-1, self.colours.shape[2])
         if self.mask is not None:
             flat = flat[self.mask.ravel()]
-        return self.lut[flat] if self.lut is not None else flat.astype(np.float64, copy=False)
+        return self.lut[flat] if self.lut is not None else flat.astype("float64", copy=False)
 
     def matrix(self) -> np.ndarray:
         """The ``(N, F)`` float64 matrix the engines cluster, exactly as the feature contract defines it."""
@@ -64,12 +72,13 @@ class Features:
         rows = self.colour_rows()
         if self.xy_scale is None:
             return rows
+        xp = array_module(rows)
         h, w = self.shape
-        y, x = np.divmod(np.arange(h * w, dtype=np.int64), w)
+        y, x = xp.divmod(xp.arange(h * w, dtype=xp.int64), w)
         if self.mask is not None:
             keep = self.mask.ravel()
             x, y = x[keep], y[keep]
-        return np.column_stack([rows, x * self.xy_scale, y * self.xy_scale])
+        return xp.column_stack([rows, x * self.xy_scale, y * self.xy_scale])
 
 
 def pixel_features(
@@ -123,7 +132,8 @@ def build_features(
         raise ValueError(f"alpha={alpha!r} is not one of {', '.join(ALPHA_MODES)}")
     if xy_scale is not None and not (np.isfinite(xy_scale) and xy_scale > 0):
         raise ValueError(f"xy_scale={xy_scale!r} must be a positive number (or None for colour only)")
-    image = np.asarray(image)
+    xp = array_module(image)  # an image already on a GPU (CuPy) gets its features built there
+    image = xp.asarray(image)
     if image.ndim == 2 and image.dtype.kind == "f":
         return points_features(image)
     if image.ndim == 2:
@@ -132,14 +142,14 @@ def build_features(
         raise ValueError(
             f"image of shape {image.shape} is not an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image with pixels"
         )
-    if image.dtype.kind not in "uf" or image.dtype.itemsize > 8 or image.dtype == np.uint32 or image.dtype == np.uint64:
+    if image.dtype.kind not in "uf" or image.dtype.itemsize > 8 or image.dtype in (np.uint32, np.uint64):
         raise ValueError(f"image dtype {image.dtype} is not supported; use uint8, uint16 or float")
-    if image.dtype.kind == "f" and not np.isfinite(image).all():
+    if image.dtype.kind == "f" and not bool(xp.isfinite(image).all()):
         raise ValueError("image has NaN or infinite values; replace them before clustering")
 
     channels = image.shape[2]
     mask = None
-    extra: list[np.ndarray] = []
+    extra = []
     extra_names: tuple[str, ...] = ()
     if channels == 4:
         alpha_plane = image[:, :, 3]
@@ -148,19 +158,20 @@ def build_features(
         elif alpha == "feature":
             extra, extra_names = [alpha_plane], ("alpha",)
         image = image[:, :, :3]
-    colours, names = _colour_planes(image, color)
-    colours = np.concatenate([colours, *(e[:, :, None] for e in extra)], axis=2) if extra else colours
+    colours, names = _colour_planes(image, color, xp)
+    colours = xp.concatenate([colours, *(e[:, :, None] for e in extra)], axis=2) if extra else colours
     names = names + extra_names
     lut = None
     if colours.dtype.kind == "u":
-        lut = np.arange(np.iinfo(colours.dtype).max + 1, dtype=np.float64) / np.iinfo(colours.dtype).max
+        top = np.iinfo(colours.dtype).max
+        lut = xp.arange(top + 1, dtype=xp.float64) / top
     else:
-        colours = colours.astype(np.float64, copy=False)
+        colours = colours.astype(xp.float64, copy=False)
     if xy_scale is not None:
         names = names + ("x", "y")
     return Features(
         names=names,
-        colours=np.ascontiguousarray(colours),
+        colours=xp.ascontiguousarray(colours),
         lut=lut,
         mask=mask,
         xy_scale=None if xy_scale is None else float(xy_scale),
@@ -180,11 +191,17 @@ def points_features(points: np.ndarray) -> Features:
     return Features(names=tuple(f"f{i}" for i in range(points.shape[1])), points=points)
 
 
-def _colour_planes(image: np.ndarray, color: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """(H, W, K) colour planes (integer codes where the source is integer) and their column names."""
+def _colour_planes(image, color: str, xp=np) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(H, W, K) colour planes (integer codes where the source is integer) and their column names.
+
+    Lab and luma come from OpenCV, on the host: a GPU image makes that round trip for those two.
+    """
     import cv2
 
     grey_source = image.shape[2] == 1
+    if xp is not np and color in ("lab", "gray") and not grey_source:
+        planes, names = _colour_planes(image.get(), color)
+        return xp.asarray(planes), names
     if color == "lab":
         rgb = np.repeat(image, 3, axis=2) if grey_source else image
         unit = rgb.astype(np.float32)

@@ -8,6 +8,10 @@ import secrets
 import numpy as np
 import pytest
 
+# GPU kernels run under numba's CUDA simulator unless a real GPU run is asked for with
+# NUMBA_ENABLE_CUDASIM=0 (numba reads this when it is first imported, which is after this file).
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 
 @pytest.fixture
 def rng(request):

@@ -206,3 +206,14 @@ def test_seed_rgba_recipe_matches_sklearn_on_merged_rows():
     merged = cluster_features(features, eps=0.01, min_samples=500, engine="sklearn-merged").labels
     np.testing.assert_array_equal(run.labels, merged)
     assert run.labels.max() >= 2
+
+
+def test_dense_merge_with_array_operations_matches_the_compiled_one(rng):
+    from gpuseg.engines.merge import _merge_dense, _merge_dense_xp
+
+    key = rng.integers(0, 50, 2000).astype(np.uint64)
+    first_a, inverse_a = _merge_dense(key, 64)
+    first_b, inverse_b = _merge_dense_xp(key, 64, np)
+    np.testing.assert_array_equal(first_a, first_b)
+    np.testing.assert_array_equal(inverse_a, inverse_b)
+    np.testing.assert_array_equal(key[first_a][inverse_a], key)

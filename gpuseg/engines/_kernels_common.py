@@ -4,12 +4,14 @@ kernels compile (and cache) once per kind of colour array."""
 
 from __future__ import annotations
 
+import numpy as np
 from numba import types
 from numba.extending import overload
 
 
-def colour_sqdiff(lut, a, b):  # pragma: no cover - replaced by the compiled overload below
-    d = (lut[a] - lut[b]) if lut is not None else (a - b)
+def colour_sqdiff(lut, a, b):
+    """Plain-Python meaning of the compiled overload below."""
+    d = (lut[a] - lut[b]) if isinstance(a, (int, np.integer)) else (a - b)
     return d * d
 
 

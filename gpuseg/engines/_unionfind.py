@@ -43,11 +43,10 @@ def flatten_roots(parent, is_member):
     return roots
 
 
-def number_by_root(roots: np.ndarray) -> tuple[np.ndarray, int]:
+def number_by_root(roots, xp=np):
     """Cluster number of every member: roots are the smallest indices, so cumulative counts of roots give
-    the numbering by smallest index. Non-members (root -1) get -1."""
-    index = np.arange(roots.shape[0], dtype=roots.dtype)
+    the numbering by smallest index. Non-members (root -1) get -1. Works on NumPy and CuPy arrays."""
+    index = xp.arange(roots.shape[0], dtype=roots.dtype)
     is_root = roots == index
-    number = np.cumsum(is_root, dtype=np.int64) - 1
-    labels = np.where(roots >= 0, number[np.maximum(roots, 0)], -1)
-    return labels, int(is_root.sum())
+    number = xp.cumsum(is_root, dtype=xp.int64) - 1
+    return xp.where(roots >= 0, number[xp.maximum(roots, 0)], -1)

@@ -59,7 +59,7 @@ def cell_layout(points, eps: float, xp=np) -> CellLayout | None:
     if math.prod(extent_host) >= 2**62:
         return None
     strides = np.cumprod([1, *extent_host[:0:-1]])[::-1].astype(np.int64)
-    key = coords @ xp.asarray(strides)
+    key = (coords * xp.asarray(strides)).sum(axis=1)
     order = xp.argsort(key)
     key = key[order]
     first = xp.flatnonzero(xp.concatenate([xp.ones(1, dtype=bool), key[1:] != key[:-1]]))

@@ -11,6 +11,7 @@ import numpy as np
 
 from gpuseg.engines.base import Job, require_nonnegative_weights
 from gpuseg.engines.cell_layout import MAX_CELL_DIMS, cell_layout, neighbour_offsets
+from gpuseg.engines.xp import scatter_min
 
 
 def unsupported(job: Job) -> str | None:
@@ -22,17 +23,17 @@ def unsupported(job: Job) -> str | None:
     return None
 
 
-def number_cells(roots: np.ndarray, first_core: np.ndarray) -> np.ndarray:
+def number_cells(roots, first_core, xp=np):
     """Cluster number of each cell (-1 without core points): components ordered by their smallest core
     sample index, as scikit-learn numbers them. ``first_core[c]`` is the smallest input index of a core
     point in cell c (unused where the cell has none)."""
     has = roots >= 0
-    comp_first = np.full(roots.shape[0], np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(comp_first, roots[has], first_core[has])
-    comps = np.flatnonzero(has & (roots == np.arange(roots.shape[0])))
-    rank = np.empty(roots.shape[0], dtype=np.int64)
-    rank[comps[np.argsort(comp_first[comps], kind="stable")]] = np.arange(comps.shape[0])
-    return np.where(has, rank[np.maximum(roots, 0)], -1)
+    comp_first = xp.full(roots.shape[0], np.iinfo(np.int64).max, dtype=xp.int64)
+    scatter_min(xp, comp_first, roots[has], first_core[has])
+    comps = xp.flatnonzero(has & (roots == xp.arange(roots.shape[0])))
+    rank = xp.empty(roots.shape[0], dtype=xp.int64)
+    rank[comps[xp.argsort(comp_first[comps])]] = xp.arange(comps.shape[0])
+    return xp.where(has, rank[xp.maximum(roots, 0)], -1)
 
 
 def run_cells_cpu(job: Job) -> np.ndarray:

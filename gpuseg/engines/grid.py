@@ -72,7 +72,7 @@ def run_grid_cpu(job: Job) -> np.ndarray:
         k.union_cores(colours, lut, core, xs, ys, fdy, fdx, eps2, parent, bands)
     with job.sub_stage("number"):
         core_flat = core.ravel()
-        labels, _ = number_by_root(flatten_roots(parent, core_flat))
+        labels = number_by_root(flatten_roots(parent, core_flat))
         del parent
     with job.sub_stage("borders"):
         k.attach_borders(colours, lut, mask, core, xs, ys, dy, dx, eps2, labels)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from gpuseg.engines.xp import to_host
 from gpuseg.features import Features
 
 DENSE_KEY_BITS = 26
@@ -32,23 +33,29 @@ class MergedRows:
         return self.points.shape[0]
 
 
-def merge_rows(features: Features, weights: np.ndarray | None = None) -> MergedRows:
-    """Merge the identical rows of ``features.matrix()`` (without building it for packed colour codes)."""
+def merge_rows(features: Features, weights=None, xp=np) -> MergedRows:
+    """Merge the identical rows of ``features.matrix()`` (without building it for packed colour codes).
+
+    ``xp`` is the array module of the features' arrays (NumPy, or CuPy for features on a GPU).
+    """
     codes = _packable_codes(features)
     if codes is not None:
-        key, bits = _pack(codes)
+        key, bits = _pack(codes, xp)
         if bits <= DENSE_KEY_BITS:
-            first, inverse = _merge_dense(key, 1 << bits)
+            first, inverse = _merge_dense(key, 1 << bits) if xp is np else _merge_dense_xp(key, 1 << bits, xp)
         else:
-            first, inverse = _merge_sorted(key)
+            first, inverse = _merge_sorted(key, xp)
         points = features.lut[codes[first]]
+    elif xp is not np:  # rows of floats: merged on the host, where rows can be compared as bytes
+        host = merge_rows(features.map_arrays(to_host), None if weights is None else to_host(weights))
+        return MergedRows(xp.asarray(host.points), xp.asarray(host.weights), xp.asarray(host.inverse))
     else:
         matrix = features.matrix()
         rows = np.ascontiguousarray(matrix + 0.0)  # +0.0 turns -0.0 into 0.0, so equal values share bytes
         first, inverse = _merge_sorted(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel())
         points = matrix[first]
-    merged_weights = np.bincount(inverse, weights=weights, minlength=first.shape[0]).astype(np.float64)
-    return MergedRows(points=np.ascontiguousarray(points), weights=merged_weights, inverse=inverse)
+    merged_weights = xp.bincount(inverse, weights=weights, minlength=first.shape[0]).astype(xp.float64)
+    return MergedRows(points=xp.ascontiguousarray(points), weights=merged_weights, inverse=inverse)
 
 
 def _packable_codes(features: Features) -> np.ndarray | None:
@@ -62,21 +69,37 @@ def _packable_codes(features: Features) -> np.ndarray | None:
     return flat[features.mask.ravel()] if features.mask is not None else flat
 
 
-def _pack(codes: np.ndarray) -> tuple[np.ndarray, int]:
+def _pack(codes, xp=np):
     width = codes.dtype.itemsize * 8
-    key = np.zeros(codes.shape[0], dtype=np.uint64)
+    key = xp.zeros(codes.shape[0], dtype=xp.uint64)
     for k in range(codes.shape[1]):
-        key |= codes[:, k].astype(np.uint64) << np.uint64(width * k)
+        key |= codes[:, k].astype(xp.uint64) << xp.uint64(width * k)
     return key, width * codes.shape[1]
 
 
-def _merge_sorted(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _merge_sorted(key, xp=np):
     """(first occurrence of each distinct key in order of appearance, inverse) by sorting."""
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.shape[0])
+    _, first, inverse = xp.unique(key, return_index=True, return_inverse=True)
+    order = xp.argsort(first)  # first occurrences are distinct: any sort is stable here
+    rank = xp.empty_like(order)
+    rank[order] = xp.arange(order.shape[0])
     return first[order], rank[inverse.ravel()]
+
+
+def _merge_dense_xp(key, n_bins: int, xp):
+    """``_merge_dense`` with array operations (for GPUs): the first index of each key by an atomic
+    minimum into a table, then the occupied slots ordered by that index."""
+    from gpuseg.engines.xp import scatter_min
+
+    n = key.shape[0]
+    slot_first = xp.full(n_bins, n, dtype=xp.int64)
+    scatter_min(xp, slot_first, key.astype(xp.int64), xp.arange(n, dtype=xp.int64))
+    occupied = xp.flatnonzero(slot_first < n)
+    first = slot_first[occupied]
+    order = xp.argsort(first)
+    rank = xp.empty(n_bins, dtype=xp.int64)
+    rank[occupied[order]] = xp.arange(order.shape[0])
+    return first[order], rank[key.astype(xp.int64)]
 
 
 @njit(cache=True)

@@ -1,0 +1,68 @@
+"""What the GPU engines share: moving features to the device, launch sizes, and lock-free union-find.
+
+Kernels are numba-cuda ``@cuda.jit`` functions; they take CuPy arrays on a GPU, and NumPy arrays under
+numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``), which is how the test suite checks their logic on
+machines without a GPU. ``xp`` is the array module of the arrays: CuPy or NumPy.
+"""
+
+from __future__ import annotations
+
+from numba import config, cuda
+
+from gpuseg.features import Features
+
+SIMULATED = bool(config.ENABLE_CUDASIM)
+THREADS_1D = 32 if SIMULATED else 256
+THREADS_2D = (8, 4) if SIMULATED else (32, 8)
+
+
+def blocks_1d(n: int) -> int:
+    return max(1, (n + THREADS_1D - 1) // THREADS_1D)
+
+
+def blocks_2d(height: int, width: int) -> tuple[int, int]:
+    tx, ty = THREADS_2D
+    return max(1, (width + tx - 1) // tx), max(1, (height + ty - 1) // ty)
+
+
+def features_to_device(features: Features) -> Features:
+    """The same features with their arrays in GPU memory (CuPy)."""
+    import cupy
+
+    return features.map_arrays(cupy.asarray)
+
+
+@cuda.jit(device=True, inline=True)
+def find(parent, i):
+    """Root of ``i``. Parents only ever point to smaller indices, so the loop ends; the path-halving writes
+    race harmlessly (each only moves a pointer to an ancestor)."""
+    p = parent[i]
+    while p != parent[p]:
+        g = parent[p]
+        parent[i] = g
+        i = p
+        p = g
+    return p
+
+
+@cuda.jit(device=True, inline=True)
+def union(parent, a, b):
+    """Join the sets of ``a`` and ``b``: hang the larger root under the smaller with compare-and-swap,
+    retrying when another thread moved the root first (ECL-CC style hooking)."""
+    while True:
+        ra = find(parent, a)
+        rb = find(parent, b)
+        if ra == rb:
+            return
+        if ra < rb:
+            ra, rb = rb, ra
+        if cuda.atomic.cas(parent, ra, ra, rb) == ra:
+            return
+
+
+@cuda.jit
+def flatten_roots(parent, member, roots):
+    """roots[i] = root of i for members, -1 for the others."""
+    i = cuda.grid(1)
+    if i < parent.shape[0]:
+        roots[i] = find(parent, i) if member[i] else -1

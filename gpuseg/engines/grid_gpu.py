@@ -1,0 +1,158 @@
+"""GPU kernels of the pixel-grid engine: one thread per pixel for each stage, the same stages and the same
+pair test as the CPU engine (``_grid_cpu``)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import cuda
+
+from gpuseg.engines._unionfind import number_by_root
+from gpuseg.engines.base import Job, require_nonnegative_weights
+from gpuseg.engines.gpu_common import THREADS_1D, THREADS_2D, blocks_1d, blocks_2d, find, flatten_roots, union
+from gpuseg.engines.grid import sample_labels
+from gpuseg.engines.stencil import forward_half, stencil
+
+
+@cuda.jit(device=True, inline=True)
+def _codes_sqdiff(lut, a, b):
+    d = lut[a] - lut[b]
+    return d * d
+
+
+@cuda.jit(device=True, inline=True)
+def _values_sqdiff(lut, a, b):
+    d = a - b
+    return d * d
+
+
+@functools.cache
+def kernels(integer_codes: bool):
+    """The stage kernels for colours held as integer codes (with a lookup table) or as float64 values."""
+    sqdiff = _codes_sqdiff if integer_codes else _values_sqdiff
+
+    @cuda.jit(device=True, inline=True)
+    def pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2):
+        d2 = 0.0
+        for k in range(colours.shape[2]):
+            d2 += sqdiff(lut, colours[y, x, k], colours[yy, xx, k])
+        if d2 > eps2:
+            return d2
+        t = xs[xx] - xs[x]
+        d2 += t * t
+        t = ys[yy] - ys[y]
+        return d2 + t * t
+
+    @cuda.jit
+    def count_neighbours(colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, core):
+        x, y = cuda.grid(2)
+        h, w = colours.shape[0], colours.shape[1]
+        if y >= h or x >= w:
+            return
+        if masked and not mask[y, x]:
+            core[y, x] = False
+            return
+        total = weights[y, x] if weighted else 1.0
+        if total < min_samples:
+            for o in range(dy.shape[0]):
+                yy = y + dy[o]
+                xx = x + dx[o]
+                if yy < 0 or yy >= h or xx < 0 or xx >= w or (masked and not mask[yy, xx]):
+                    continue
+                if pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
+                    total += weights[yy, xx] if weighted else 1.0
+                    if total >= min_samples:
+                        break
+        core[y, x] = total >= min_samples
+
+    @cuda.jit
+    def union_cores(colours, lut, core, xs, ys, dy, dx, eps2, parent):
+        x, y = cuda.grid(2)
+        h, w = colours.shape[0], colours.shape[1]
+        if y >= h or x >= w or not core[y, x]:
+            return
+        p = y * w + x
+        for o in range(dy.shape[0]):
+            yy = y + dy[o]
+            xx = x + dx[o]
+            if yy >= h or xx < 0 or xx >= w or not core[yy, xx]:
+                continue
+            q = yy * w + xx
+            if find(parent, p) == find(parent, q):
+                continue
+            if pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
+                union(parent, p, q)
+
+    @cuda.jit
+    def attach_borders(colours, lut, mask, masked, core, xs, ys, dy, dx, eps2, labels):
+        x, y = cuda.grid(2)
+        h, w = colours.shape[0], colours.shape[1]
+        if y >= h or x >= w or core[y, x] or (masked and not mask[y, x]):
+            return
+        best = -1
+        for o in range(dy.shape[0]):
+            yy = y + dy[o]
+            xx = x + dx[o]
+            if yy < 0 or yy >= h or xx < 0 or xx >= w or not core[yy, xx]:
+                continue
+            lab = labels[yy * w + xx]
+            if best >= 0 and lab >= best:
+                continue
+            if pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
+                best = lab
+                if best == 0:
+                    break
+        labels[y * w + x] = best
+
+    return count_neighbours, union_cores, attach_borders
+
+
+def run_grid_gpu(job: Job):
+    return run_grid_device(job, job.device.xp)
+
+
+def run_grid_device(job: Job, xp):
+    """The grid engine on the GPU; ``xp`` is CuPy, or NumPy under the CUDA simulator."""
+    require_nonnegative_weights(job, "grid")
+    f = job.features
+    h, w = f.shape
+    count_neighbours, union_cores, attach_borders = kernels(f.lut is not None)
+    colours = f.colours
+    lut = f.lut if f.lut is not None else xp.zeros(1)
+    xs = xp.arange(w, dtype=xp.int64) * f.xy_scale
+    ys = xp.arange(h, dtype=xp.int64) * f.xy_scale
+    dy_host, dx_host = stencil(job.eps, f.xy_scale, h, w)
+    half = forward_half(dy_host, dx_host)
+    dy, dx = xp.asarray(dy_host), xp.asarray(dx_host)
+    fdy, fdx = xp.asarray(np.ascontiguousarray(dy_host[half])), xp.asarray(np.ascontiguousarray(dx_host[half]))
+    masked = f.mask is not None
+    mask = f.mask if masked else xp.ones((1, 1), dtype=xp.bool_)
+    weighted = job.weights is not None
+    if weighted:
+        weights = xp.zeros((h, w), dtype=xp.float64)
+        if masked:
+            weights[mask] = job.weights
+        else:
+            weights[...] = job.weights.reshape(h, w)
+    else:
+        weights = xp.ones((1, 1), dtype=xp.float64)
+    grid2, grid1 = blocks_2d(h, w), blocks_1d(h * w)
+    eps2 = job.eps2
+    with job.sub_stage("count"):
+        core = xp.empty((h, w), dtype=xp.bool_)
+        count_neighbours[grid2, THREADS_2D](
+            colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, float(job.min_samples), core
+        )
+    with job.sub_stage("union"):
+        index_dtype = xp.int32 if h * w < 2**31 else xp.int64
+        parent = xp.arange(h * w, dtype=index_dtype)
+        union_cores[grid2, THREADS_2D](colours, lut, core, xs, ys, fdy, fdx, eps2, parent)
+    with job.sub_stage("number"):
+        roots = xp.empty(h * w, dtype=index_dtype)
+        flatten_roots[grid1, THREADS_1D](parent, core.reshape(-1), roots)
+        labels = number_by_root(roots, xp)
+        del parent, roots
+    with job.sub_stage("borders"):
+        attach_borders[grid2, THREADS_2D](colours, lut, mask, masked, core, xs, ys, dy, dx, eps2, labels)
+    return sample_labels(labels, job)

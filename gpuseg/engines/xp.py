@@ -1,0 +1,27 @@
+"""Small helpers that work the same on NumPy and CuPy arrays (``xp`` is the array module)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def scatter_min(xp, target, index, values) -> None:
+    """target[index] = min(target[index], values), with repeated indices (in place)."""
+    if xp is np:
+        np.minimum.at(target, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_min(target, index, values)
+
+
+def array_module(array):
+    """CuPy for a CuPy array, else NumPy (without importing CuPy)."""
+    import sys
+
+    return sys.modules["cupy"] if type(array).__module__.partition(".")[0] == "cupy" else np
+
+
+def to_host(array):
+    """A NumPy copy of a CuPy array; NumPy arrays as they are."""
+    return array.get() if hasattr(array, "get") else array

@@ -1,0 +1,110 @@
+"""The GPU engines' kernels against scikit-learn and the CPU engines.
+
+Without a GPU they run under numba's CUDA simulator (set up in conftest.py) on NumPy arrays; with
+NUMBA_ENABLE_CUDASIM=0 on a CUDA machine the same tests run the real kernels on CuPy arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import has_near_ties, oracle_dbscan
+from sklearn.datasets import make_blobs
+
+from gpuseg.device import Device
+from gpuseg.engines.base import Job
+from gpuseg.engines.gpu_common import SIMULATED
+from gpuseg.features import build_features, points_features
+from gpuseg.synthetic import logo_image, shapes_image
+
+if SIMULATED:
+    xp = np
+else:  # pragma: no cover - real GPU runs
+    cupy = pytest.importorskip("cupy", reason="real GPU kernels need CuPy")
+    xp = cupy
+
+
+def run_on_device(engine, features, eps, min_samples, weights=None):
+    from gpuseg.engines.cells_gpu import run_cells_device
+    from gpuseg.engines.grid_gpu import run_grid_device
+
+    if xp is not np:  # pragma: no cover
+        features = features.map_arrays(xp.asarray)
+        weights = None if weights is None else xp.asarray(weights)
+    job = Job(features, eps, min_samples, weights, Device("gpu", "simulator" if SIMULATED else "gpu"))
+    run = {"grid": run_grid_device, "cells": run_cells_device}[engine]
+    labels = run(job, xp)
+    return labels if xp is np else labels.get()
+
+
+def check(engine, features, eps, min_samples, weights=None):
+    X = features.matrix()
+    got = run_on_device(engine, features, eps, min_samples, weights)
+    np.testing.assert_array_equal(got, oracle_dbscan(X, eps, min_samples, weights))
+    if not has_near_ties(X, eps):
+        from sklearn.cluster import DBSCAN
+
+        ref = DBSCAN(eps=eps, min_samples=min_samples).fit(X, sample_weight=weights).labels_
+        np.testing.assert_array_equal(got, ref)
+
+
+def crop(h, w):
+    from skimage import data
+
+    return data.astronaut()[120 : 120 + h, 160 : 160 + w]
+
+
+GRID_CASES = {
+    "rgb": (lambda: crop(24, 20), dict(xy_scale=0.01), 0.0523, 10),
+    "lab": (lambda: crop(20, 22), dict(color="lab", xy_scale=0.02), 0.0712, 6),
+    "uint16": (lambda: crop(16, 16).astype(np.uint16) * 257, dict(xy_scale=0.01), 0.0523, 8),
+    "float": (lambda: crop(16, 16).astype(np.float32) / 255, dict(xy_scale=0.01), 0.0523, 8),
+    "alpha_mask": (lambda: logo_image(24), dict(alpha="mask", xy_scale=0.01), 0.0523, 5),
+    "shapes": (lambda: shapes_image(20, 24, seed=4)[0], dict(xy_scale=0.01), 0.0523, 12),
+    "one_row": (lambda: crop(1, 40), dict(xy_scale=0.01), 0.0523, 3),
+    "one_pixel": (lambda: crop(1, 1), dict(xy_scale=0.01), 0.05, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(GRID_CASES))
+def test_grid_kernels(case):
+    make, options, eps, min_samples = GRID_CASES[case]
+    check("grid", build_features(make(), **options), eps, min_samples)
+
+
+def test_grid_kernels_random_images_with_weights(rng):
+    h, w = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+    image = (rng.integers(0, 5, (h, w, 3)) * 60).astype(np.uint8)
+    weights = rng.uniform(0, 3, h * w)
+    eps = float(rng.uniform(0.02, 0.2))
+    check("grid", build_features(image, xy_scale=0.01), eps, int(rng.integers(1, 20)), weights)
+
+
+CELL_CASES = {
+    "rgb": (lambda: build_features(crop(24, 20)), 0.0311, 8),
+    "lab": (lambda: build_features(crop(20, 20), color="lab"), 0.0407, 5),
+    "rgba_feature": (lambda: build_features(logo_image(24), alpha="feature"), 0.0101, 6),
+    "gray": (lambda: build_features(crop(20, 20), color="gray"), 0.0213, 6),
+    "blobs_2d": (lambda: points_features(make_blobs(300, n_features=2, random_state=3)[0]), 0.61, 6),
+    "blobs_3d": (lambda: points_features(make_blobs(300, n_features=3, random_state=1)[0]), 0.8, 5),
+}
+
+
+@pytest.mark.parametrize("case", list(CELL_CASES))
+def test_cell_kernels(case):
+    make, eps, min_samples = CELL_CASES[case]
+    check("cells", make(), eps, min_samples)
+
+
+def test_cell_kernels_random_duplicates_with_weights(rng):
+    X = np.round(rng.normal(size=(400, int(rng.integers(1, 4)))), 1)
+    weights = rng.integers(0, 4, X.shape[0]).astype(float)
+    check("cells", points_features(X), float(rng.uniform(0.2, 0.6)), int(rng.integers(1, 15)), weights)
+
+
+def test_gpu_and_cpu_engines_agree_on_a_larger_image():
+    from gpuseg.cluster import cluster_features
+
+    features = build_features(shapes_image(40, 48, seed=7)[0], xy_scale=0.01)
+    cpu = cluster_features(features, eps=0.0523, min_samples=15, engine="grid", device="cpu").labels
+    np.testing.assert_array_equal(run_on_device("grid", features, 0.0523, 15), cpu)
