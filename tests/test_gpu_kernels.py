@@ -108,3 +108,15 @@ def test_gpu_and_cpu_engines_agree_on_a_larger_image():
     features = build_features(shapes_image(40, 48, seed=7)[0], xy_scale=0.01)
     cpu = cluster_features(features, eps=0.0523, min_samples=15, engine="grid", device="cpu").labels
     np.testing.assert_array_equal(run_on_device("grid", features, 0.0523, 15), cpu)
+
+
+def test_scatter_min_kernel(rng):
+    from gpuseg.engines.gpu_common import THREADS_1D, blocks_1d, scatter_min_kernel
+
+    index = rng.integers(0, 20, 300)
+    values = rng.integers(0, 1000, 300)
+    target = np.full(20, 10**6, dtype=np.int64)
+    scatter_min_kernel[blocks_1d(300), THREADS_1D](target, index, values)
+    expected = np.full(20, 10**6, dtype=np.int64)
+    np.minimum.at(expected, index, values)
+    np.testing.assert_array_equal(target, expected)

@@ -163,9 +163,8 @@ def run_cells_device(job: Job, xp):
         ptr[1:] = xp.cumsum(counts)
         idx = xp.empty(int(ptr[-1]), dtype=xp.int64)
         fill_neighbour_cells[cells_grid, THREADS_1D](*cell_args, ptr, idx)
-        sizes = xp.diff(layout.start)
-        cell_of = xp.repeat(xp.arange(n_cells, dtype=xp.int64), sizes)
-        entry_cell = xp.repeat(xp.arange(n_cells, dtype=xp.int64), counts)
+        cell_of = xp.searchsorted(layout.start, xp.arange(points.shape[0]), side="right") - 1
+        entry_cell = xp.searchsorted(ptr, xp.arange(idx.shape[0]), side="right") - 1
         summed = xp.concatenate([xp.zeros(1), xp.cumsum(weights)])
         cell_weight = summed[layout.start[1:]] - summed[layout.start[:-1]]
     eps2 = job.eps2

@@ -66,3 +66,11 @@ def flatten_roots(parent, member, roots):
     i = cuda.grid(1)
     if i < parent.shape[0]:
         roots[i] = find(parent, i) if member[i] else -1
+
+
+@cuda.jit
+def scatter_min_kernel(target, index, values):
+    """target[index[i]] = min(target[index[i]], values[i]) for every i, with atomics."""
+    i = cuda.grid(1)
+    if i < index.shape[0]:
+        cuda.atomic.min(target, index[i], values[i])

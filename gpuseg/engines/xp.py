@@ -9,10 +9,10 @@ def scatter_min(xp, target, index, values) -> None:
     """target[index] = min(target[index], values), with repeated indices (in place)."""
     if xp is np:
         np.minimum.at(target, index, values)
-    else:
-        import cupyx
+    elif index.shape[0]:
+        from gpuseg.engines.gpu_common import THREADS_1D, blocks_1d, scatter_min_kernel
 
-        cupyx.scatter_min(target, index, values)
+        scatter_min_kernel[blocks_1d(index.shape[0]), THREADS_1D](target, index, values)
 
 
 def array_module(array):
