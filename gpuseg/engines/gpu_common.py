@@ -7,7 +7,14 @@ machines without a GPU. ``xp`` is the array module of the arrays: CuPy or NumPy.
 
 from __future__ import annotations
 
-from numba import config, cuda
+import numpy as np
+
+# numba-cuda releases that predate NumPy 2.5 register an overload for np.row_stack, which NumPy 2.5 removed,
+# and fail at their first kernel compilation. row_stack was NumPy's alias of vstack: restore the alias.
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack  # noqa: NPY201
+
+from numba import config, cuda  # noqa: E402
 
 from gpuseg.features import Features
 
