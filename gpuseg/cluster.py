@@ -8,10 +8,10 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from gpuseg.arrays import to_host
 from gpuseg.device import Device, resolve_device
 from gpuseg.engines import ENGINES, auto_engine, get_engine
 from gpuseg.engines.base import Job
-from gpuseg.engines.xp import to_host
 from gpuseg.errors import EngineUnavailableError
 from gpuseg.features import Features, points_features
 from gpuseg.report import StageTimer

@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from gpuseg.engines.xp import array_module
+from gpuseg.arrays import array_module
 
 ColorSpace = Literal["rgb", "lab", "gray"]
 AlphaMode = Literal["ignore", "feature", "mask"]

@@ -120,3 +120,17 @@ def test_scatter_min_kernel(rng):
     expected = np.full(20, 10**6, dtype=np.int64)
     np.minimum.at(expected, index, values)
     np.testing.assert_array_equal(target, expected)
+
+
+@pytest.mark.parametrize("case", ["rgb", "alpha_mask", "lab"])
+def test_grid_plain_kernels_for_stencils_too_large_for_a_tile(case, monkeypatch):
+    from gpuseg.engines import grid_gpu
+
+    monkeypatch.setattr(grid_gpu, "TILE_BYTES", 0)
+    grid_gpu.tiled_kernels.cache_clear()
+    try:
+        make, options, eps, min_samples = GRID_CASES[case]
+        assert grid_gpu.tiled_kernels(True, 3, 5) is None
+        check("grid", build_features(make(), **options), eps, min_samples)
+    finally:
+        grid_gpu.tiled_kernels.cache_clear()

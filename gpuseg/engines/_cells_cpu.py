@@ -106,9 +106,20 @@ def _cores_touch(points, core, start, a, b, eps2):
     return False
 
 
+@njit(inline="always", cache=True)
+def adjacent(coords, a, b):
+    """Do cells a and b touch (every coordinate within 1)? Such cells are joined first: they are the
+    likeliest to hold touching core points, and joining them early lets the others be skipped."""
+    for k in range(coords.shape[1]):
+        if abs(coords[a, k] - coords[b, k]) > 1:
+            return False
+    return True
+
+
 @njit(cache=True)
-def union_cores(points, core, start, ptr, idx, eps2, parent):
-    """Union cells whose core points touch (one pair is enough); cells already joined are not tested."""
+def union_cores(points, core, start, coords, ptr, idx, eps2, parent):
+    """Union cells whose core points touch (one pair is enough): adjacent cells first, then the others,
+    skipping pairs already joined."""
     n_cells = start.shape[0] - 1
     has_core = np.zeros(n_cells, dtype=np.bool_)
     for c in range(n_cells):
@@ -116,15 +127,16 @@ def union_cores(points, core, start, ptr, idx, eps2, parent):
             if core[i]:
                 has_core[c] = True
                 break
-    for a in range(n_cells):
-        if not has_core[a]:
-            continue
-        for n in range(ptr[a], ptr[a + 1]):
-            b = idx[n]
-            if b <= a or not has_core[b] or find(parent, a) == find(parent, b):
+    for near in (True, False):
+        for a in range(n_cells):
+            if not has_core[a]:
                 continue
-            if _cores_touch(points, core, start, a, b, eps2):
-                union(parent, a, b)
+            for n in range(ptr[a], ptr[a + 1]):
+                b = idx[n]
+                if b <= a or not has_core[b] or adjacent(coords, a, b) != near or find(parent, a) == find(parent, b):
+                    continue
+                if _cores_touch(points, core, start, a, b, eps2):
+                    union(parent, a, b)
     return has_core
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpuseg.arrays import scatter_min
 from gpuseg.engines.base import Job, require_nonnegative_weights
 from gpuseg.engines.cell_layout import MAX_CELL_DIMS, cell_layout, neighbour_offsets
-from gpuseg.engines.xp import scatter_min
 
 
 def unsupported(job: Job) -> str | None:
@@ -61,7 +61,7 @@ def run_cells_cpu(job: Job) -> np.ndarray:
     n_cells = layout.start.shape[0] - 1
     with job.sub_stage("union"):
         parent = np.arange(n_cells, dtype=np.int64)
-        has_core = k.union_cores(points, core, layout.start, ptr, idx, eps2, parent)
+        has_core = k.union_cores(points, core, layout.start, layout.coords, ptr, idx, eps2, parent)
     with job.sub_stage("number"):
         cell_of = np.repeat(np.arange(n_cells), np.diff(layout.start))
         first_core = np.full(n_cells, np.iinfo(np.int64).max, dtype=np.int64)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
+from gpuseg.arrays import scatter_min, to_host
 from gpuseg.engines.base import Job, require_nonnegative_weights
 from gpuseg.engines.cell_layout import cell_layout, neighbour_offsets
 from gpuseg.engines.cells import number_cells
 from gpuseg.engines.gpu_common import THREADS_1D, blocks_1d, find, flatten_roots, union
 from gpuseg.engines.merge import merge_rows
-from gpuseg.engines.xp import scatter_min, to_host
 
 
 @cuda.jit(device=True, inline=True)
@@ -91,15 +91,26 @@ def count_neighbours(points, weights, start, cell_of, ptr, idx, cell_weight, eps
     core[i] = total >= min_samples
 
 
+@cuda.jit(device=True, inline=True)
+def _adjacent(coords, a, b):
+    for k in range(coords.shape[1]):
+        if abs(coords[a, k] - coords[b, k]) > 1:
+            return False
+    return True
+
+
 @cuda.jit
-def union_cores(points, core, start, entry_cell, idx, has_core, eps2, parent):
-    """One thread per pair of neighbouring cells (a < b): union them when some core pair touches."""
+def union_cores(points, core, start, coords, entry_cell, idx, has_core, near, eps2, parent):
+    """One thread per pair of neighbouring cells (a < b), adjacent ones (near) or the others: union them
+    when some core pair touches. The launch for the others comes second, and skips pairs already joined."""
     n = cuda.grid(1)
     if n >= idx.shape[0]:
         return
     a = entry_cell[n]
     b = idx[n]
-    if b <= a or not has_core[a] or not has_core[b] or find(parent, a) == find(parent, b):
+    if b <= a or not has_core[a] or not has_core[b] or _adjacent(coords, a, b) != near:
+        return
+    if find(parent, a) == find(parent, b):
         return
     for i in range(start[a], start[a + 1]):
         if core[i]:
@@ -178,10 +189,11 @@ def run_cells_device(job: Job, xp):
         core_sum = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(core, dtype=xp.int64)])
         has_core = (core_sum[layout.start[1:]] - core_sum[layout.start[:-1]]) > 0
         parent = xp.arange(n_cells, dtype=xp.int64)
-        if idx.shape[0]:
-            union_cores[blocks_1d(idx.shape[0]), THREADS_1D](
-                points, core, layout.start, entry_cell, idx, has_core, eps2, parent
-            )
+        for near in (True, False):
+            if idx.shape[0]:
+                union_cores[blocks_1d(idx.shape[0]), THREADS_1D](
+                    points, core, layout.start, layout.coords, entry_cell, idx, has_core, near, eps2, parent
+                )
     with job.sub_stage("number"):
         roots = xp.empty(n_cells, dtype=xp.int64)
         flatten_roots[cells_grid, THREADS_1D](parent, has_core, roots)

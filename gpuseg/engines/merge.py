@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from gpuseg.engines.xp import to_host
+from gpuseg.arrays import to_host
 from gpuseg.features import Features
 
 DENSE_KEY_BITS = 26
@@ -89,7 +89,7 @@ def _merge_sorted(key, xp=np):
 def _merge_dense_xp(key, n_bins: int, xp):
     """``_merge_dense`` with array operations (for GPUs): the first index of each key by an atomic
     minimum into a table, then the occupied slots ordered by that index."""
-    from gpuseg.engines.xp import scatter_min
+    from gpuseg.arrays import scatter_min
 
     n = key.shape[0]
     slot_first = xp.full(n_bins, n, dtype=xp.int64)
