@@ -138,6 +138,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *, 
     A failure at any point leaves no file at ``path`` (and no temporary file behind).
     """
     path = Path(path)
+    return commit(stage(path, write, overwrite=overwrite), path)
+
+
+def stage(path: Path, write: Callable[[Any], None], *, overwrite: bool = False) -> Path:
+    """Write the temporary file of :func:`atomic_write` and return its path; :func:`commit` renames it.
+
+    On failure nothing is left behind.
+    """
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists; pass --overwrite (overwrite=True) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,10 +154,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *, 
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def commit(tmp: Path, path: Path) -> Path:
+    """Rename a staged temporary file into place (atomic on one file system)."""
+    os.replace(tmp, path)
     return path
 
 
@@ -159,24 +172,37 @@ def _umask() -> int:
     return mask
 
 
-def save_npy(path: str | os.PathLike[str], array: np.ndarray, *, overwrite: bool = False) -> Path:
-    """Save an array as ``.npy``, atomically."""
-    return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False), overwrite=overwrite)
+def npy_writer(array: np.ndarray) -> Callable[[Any], None]:
+    return lambda f: np.save(f, array, allow_pickle=False)
 
 
-def save_png(path: str | os.PathLike[str], image: np.ndarray, *, overwrite: bool = False) -> Path:
-    """Save an RGB(A), grey or uint16 image as PNG, atomically."""
+def png_writer(image: np.ndarray) -> Callable[[Any], None]:
+    """A writer of an RGB(A), grey or uint16 image as PNG."""
     import cv2
 
     if image.ndim == 3:
         image = cv2.cvtColor(image, {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}[image.shape[2]])
     ok, buf = cv2.imencode(".png", image)
     if not ok:
-        raise GpusegError(f"{path}: OpenCV could not encode a {image.dtype} image of shape {image.shape} as PNG")
-    return atomic_write(path, lambda f: f.write(buf.tobytes()), overwrite=overwrite)
+        raise GpusegError(f"OpenCV could not encode a {image.dtype} image of shape {image.shape} as PNG")
+    return lambda f: f.write(buf.tobytes())
+
+
+def json_writer(document: Any) -> Callable[[Any], None]:
+    text = json.dumps(document, indent=2, sort_keys=False) + "\n"
+    return lambda f: f.write(text.encode())
+
+
+def save_npy(path: str | os.PathLike[str], array: np.ndarray, *, overwrite: bool = False) -> Path:
+    """Save an array as ``.npy``, atomically."""
+    return atomic_write(path, npy_writer(array), overwrite=overwrite)
+
+
+def save_png(path: str | os.PathLike[str], image: np.ndarray, *, overwrite: bool = False) -> Path:
+    """Save an RGB(A), grey or uint16 image as PNG, atomically."""
+    return atomic_write(path, png_writer(image), overwrite=overwrite)
 
 
 def save_json(path: str | os.PathLike[str], document: Any, *, overwrite: bool = False) -> Path:
     """Save a JSON document, atomically."""
-    text = json.dumps(document, indent=2, sort_keys=False) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode()), overwrite=overwrite)
+    return atomic_write(path, json_writer(document), overwrite=overwrite)

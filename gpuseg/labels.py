@@ -20,6 +20,15 @@ def renumber_by_first_core(labels: np.ndarray, core_indices: np.ndarray) -> np.n
     return np.where(labels >= 0, rank[np.maximum(labels, 0)], -1)
 
 
+def check_png_labels(labels: np.ndarray) -> None:
+    """Raise ValueError when the clusters do not fit in a 16-bit label PNG (more than 65534)."""
+    if labels.size and labels.max() >= 65535:
+        raise ValueError(
+            f"{int(labels.max()) + 1} clusters do not fit in a 16-bit label PNG; use a larger eps or "
+            "min_samples, or the labels from the API (gpuseg.segment(...).labels)"
+        )
+
+
 def labels_to_png(labels: np.ndarray) -> np.ndarray:
     """uint16 image of a label map: 0 is noise, cluster k is k + 1.
 
@@ -28,10 +37,7 @@ def labels_to_png(labels: np.ndarray) -> np.ndarray:
     ValueError
         More than 65534 clusters do not fit in 16 bits.
     """
-    if labels.size and labels.max() >= 65535:
-        raise ValueError(
-            f"{int(labels.max()) + 1} clusters do not fit in a 16-bit label PNG; use the .labels.npy output"
-        )
+    check_png_labels(labels)
     return (labels + 1).astype(np.uint16)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,8 @@ import numpy as np
 from gpuseg import __version__
 from gpuseg.cluster import check_parameters, cluster_features
 from gpuseg.features import AlphaMode, ColorSpace, Features, build_features
-from gpuseg.io import DEFAULT_MAX_PIXELS, load_image, save_json, save_npy, save_png
-from gpuseg.labels import labels_to_png, overlay
+from gpuseg.io import DEFAULT_MAX_PIXELS, commit, load_image, npy_writer, png_writer, save_json, stage
+from gpuseg.labels import check_png_labels, labels_to_png, overlay
 from gpuseg.report import REPORT_KEYS, STAGES, StageTimer, cluster_summary
 
 DEFAULT_EPS = 0.05
@@ -128,8 +129,9 @@ def output_paths(stem_path: Path) -> dict[str, Path]:
 def save_outputs(result: SegmentResult, stem_path: str | os.PathLike[str], *, overwrite: bool = False) -> list[Path]:
     """Write labels (.labels.npy int32, .labels.png uint16 with 0 = noise), the overlay and the report.
 
-    Every file is written atomically; with ``overwrite=False`` nothing is written if any output exists.
-    The report's ``save`` and ``total`` timings include the writing.
+    The files are encoded in parallel into temporary files and renamed into place only when all of them
+    are written: a failure leaves none of them (and no partial file). With ``overwrite=False`` nothing is
+    written if any output exists. The report's ``save`` and ``total`` timings include the writing.
     """
     from gpuseg.errors import OutputExistsError
 
@@ -138,11 +140,27 @@ def save_outputs(result: SegmentResult, stem_path: str | os.PathLike[str], *, ov
     if existing and not overwrite:
         raise OutputExistsError(f"{', '.join(existing)}: exist; pass --overwrite (overwrite=True) to replace them")
     start = time.perf_counter()
-    label_png = labels_to_png(result.labels)  # encode everything first: a refusal here writes nothing
-    picture = overlay(result.image, result.labels)
-    save_npy(paths[".labels.npy"], result.labels.astype(np.int32), overwrite=overwrite)
-    save_png(paths[".labels.png"], label_png, overwrite=overwrite)
-    save_png(paths[".overlay.png"], picture, overwrite=overwrite)
+    check_png_labels(result.labels)
+    writers = {
+        ".labels.npy": lambda: npy_writer(result.labels.astype(np.int32)),
+        ".labels.png": lambda: png_writer(labels_to_png(result.labels)),
+        ".overlay.png": lambda: png_writer(overlay(result.image, result.labels)),
+    }
+    with ThreadPoolExecutor(len(writers)) as pool:  # encoders release the GIL
+        futures = {s: pool.submit(lambda s=s: stage(paths[s], writers[s](), overwrite=overwrite)) for s in writers}
+        staged = {}
+        errors = []
+        for suffix, future in futures.items():
+            try:
+                staged[suffix] = future.result()
+            except Exception as exc:
+                errors.append(exc)
+    if errors:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        raise errors[0]
+    for suffix, tmp in staged.items():
+        commit(tmp, paths[suffix])
     elapsed = time.perf_counter() - start
     result.report["timings_s"]["save"] = elapsed
     result.report["timings_s"]["total"] += elapsed

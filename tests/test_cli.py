@@ -175,3 +175,13 @@ def test_real_subprocess(image_file, tmp_path):
     assert missing.returncode == 1
     assert "no such file" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_too_many_clusters_for_the_png_writes_nothing(tmp_path, monkeypatch):
+    from gpuseg.pipeline import SegmentResult, save_outputs
+
+    labels = np.arange(70_000, dtype=np.int64).reshape(100, 700)
+    result = SegmentResult(labels=labels, image=np.zeros((100, 700, 3), np.uint8), features=None, report={})
+    with pytest.raises(ValueError, match="70000 clusters do not fit in a 16-bit label PNG"):
+        save_outputs(result, tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []
