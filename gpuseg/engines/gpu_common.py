@@ -67,6 +67,24 @@ def union(parent, a, b):
             return
 
 
+@cuda.jit(device=True, inline=True)
+def union_from(parent, rp, q):
+    """Join ``q``'s set with the set whose (possibly outdated) root is ``rp``; return a root of the joined
+    set to pass to the next call. A pixel looks up its own root once for all its neighbours: linking a
+    root under any member of the set is still correct, and an outdated ``rp`` is refreshed when its
+    compare-and-swap fails."""
+    while True:
+        rq = find(parent, q)
+        if rq == rp:
+            return rp
+        if rp < rq:
+            if cuda.atomic.cas(parent, rq, rq, rp) == rq:
+                return rp
+        elif cuda.atomic.cas(parent, rp, rp, rq) == rp:
+            return rq
+        rp = find(parent, rp)
+
+
 @cuda.jit
 def flatten_roots(parent, member, roots):
     """roots[i] = root of i for members, -1 for the others."""

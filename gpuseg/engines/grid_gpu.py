@@ -10,7 +10,7 @@ from numba import cuda, float64
 
 from gpuseg.engines._unionfind import number_by_root
 from gpuseg.engines.base import Job, require_nonnegative_weights
-from gpuseg.engines.gpu_common import THREADS_1D, THREADS_2D, blocks_1d, blocks_2d, find, flatten_roots, union
+from gpuseg.engines.gpu_common import THREADS_1D, THREADS_2D, blocks_1d, blocks_2d, find, flatten_roots, union_from
 from gpuseg.engines.grid import sample_labels
 from gpuseg.engines.stencil import forward_half, stencil
 
@@ -72,17 +72,14 @@ def kernels(integer_codes: bool):
         h, w = colours.shape[0], colours.shape[1]
         if y >= h or x >= w or not core[y, x]:
             return
-        p = y * w + x
+        rp = find(parent, y * w + x)
         for o in range(dy.shape[0]):
             yy = y + dy[o]
             xx = x + dx[o]
             if yy >= h or xx < 0 or xx >= w or not core[yy, xx]:
                 continue
-            q = yy * w + xx
-            if find(parent, p) == find(parent, q):
-                continue
             if pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
-                union(parent, p, q)
+                rp = union_from(parent, rp, yy * w + xx)
 
     @cuda.jit
     def attach_borders(colours, lut, core, xs, ys, dy, dx, eps2, todo, labels):
@@ -193,14 +190,14 @@ def tiled_kernels(integer_codes: bool, channels: int, radius: int):
             return
         ly = cuda.threadIdx.y + radius
         lx = cuda.threadIdx.x + radius
-        p = y * w + x
+        rp = find(parent, y * w + x)
         for o in range(dy.shape[0]):
             yy = y + dy[o]
             xx = x + dx[o]
             if yy >= h or xx < 0 or xx >= w or not core[yy, xx]:
                 continue
             if tile_d2(tile, xs, ys, ly, lx, y, x, dy[o], dx[o], eps2) <= eps2:
-                union(parent, p, yy * w + xx)
+                rp = union_from(parent, rp, yy * w + xx)
 
     return count_neighbours, union_cores
 
