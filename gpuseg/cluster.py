@@ -12,7 +12,7 @@ from gpuseg.arrays import to_host
 from gpuseg.device import Device, resolve_device
 from gpuseg.engines import ENGINES, auto_engine, get_engine
 from gpuseg.engines.base import Job
-from gpuseg.errors import EngineUnavailableError
+from gpuseg.errors import DeviceError, EngineUnavailableError
 from gpuseg.features import Features, points_features
 from gpuseg.report import StageTimer
 
@@ -117,7 +117,6 @@ def cluster_features(
     weights = check_weights(sample_weight, features.n_samples)
     spec_name, dev = _choose(engine, device, features)
     timer = timer or StageTimer()
-    timer.sync = dev.synchronize
     job = Job(features, eps, min_samples, weights, dev, timer)
     if spec_name == "auto":
         spec_name = auto_engine(job, dev.kind)
@@ -129,6 +128,24 @@ def cluster_features(
     reason = spec.why_not_input(job)
     if reason:
         raise ValueError(reason)
+    try:
+        labels = _run(spec, job, weights)
+    except Exception as exc:
+        if job.device.kind != "gpu" or not is_gpu_out_of_memory(exc):
+            raise
+        message = f"the GPU ran out of memory for {features.n_samples:,} samples ({exc})"
+        if device == "gpu" or "cpu" not in spec.runners:
+            raise DeviceError(f"{message}; use device='cpu' (the same labels) or a smaller image") from exc
+        job.device = Device("cpu", resolve_device("cpu").name, fallback_reason=f"{message}; ran on the CPU")
+        job.features, job.weights, job.sub_seconds = features, weights, {}
+        labels = _run(spec, job, weights)
+    return ClusterRun(labels.astype(np.int64, copy=False), spec_name, job.device, job.note, dict(job.sub_seconds))
+
+
+def _run(spec, job: Job, weights) -> np.ndarray:
+    """to_device (on a GPU), cluster and to_host, each timed; labels of the samples on the host."""
+    dev, timer = job.device, job.timer
+    timer.sync = dev.synchronize
     if dev.kind == "gpu":
         from gpuseg.engines.gpu_common import features_to_device
 
@@ -137,10 +154,14 @@ def cluster_features(
             if weights is not None:
                 job.weights = dev.xp.asarray(weights)
     with timer.stage("cluster"):
-        labels = spec.runner(dev.kind)(job) if features.n_samples else np.zeros(0, dtype=np.int64)
+        labels = spec.runner(dev.kind)(job) if job.features.n_samples else np.zeros(0, dtype=np.int64)
     with timer.stage("to_host"):
-        labels = np.asarray(to_host(labels))
-    return ClusterRun(labels.astype(np.int64, copy=False), spec_name, dev, job.note, dict(job.sub_seconds))
+        return np.asarray(to_host(labels))
+
+
+def is_gpu_out_of_memory(exc: BaseException) -> bool:
+    """CuPy's OutOfMemoryError, or a CUDA driver error that says out of memory."""
+    return type(exc).__name__ == "OutOfMemoryError" or "OUT_OF_MEMORY" in str(exc).upper().replace(" ", "_")
 
 
 def _choose(engine: str, device: str, features: Features) -> tuple[str, Device]:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from gpuseg import __version__
+from gpuseg.arrays import array_module, to_host
 from gpuseg.cluster import check_parameters, cluster_features
 from gpuseg.features import AlphaMode, ColorSpace, Features, build_features
 from gpuseg.io import DEFAULT_MAX_PIXELS, commit, load_image, npy_writer, png_writer, save_json, stage
@@ -53,7 +54,8 @@ def segment(
     Parameters
     ----------
     image_or_path : ndarray or path
-        An RGB(A)/grey array (as :func:`gpuseg.load_image` returns) or a path OpenCV reads.
+        An RGB(A)/grey array (as :func:`gpuseg.load_image` returns; a CuPy array has its features built on
+        its GPU) or a path OpenCV reads.
     eps, min_samples
         DBSCAN's parameters, in feature units (colours scaled to [0, 1]; positions times ``xy_scale``).
     color, alpha, xy_scale
@@ -82,8 +84,8 @@ def segment(
         if isinstance(image_or_path, (str, os.PathLike)):
             source = str(image_or_path)
             image = load_image(image_or_path, max_pixels=max_pixels)
-        else:
-            image = np.asarray(image_or_path)
+        else:  # a NumPy array, or a CuPy array whose features are then built on its GPU
+            image = image_or_path if array_module(image_or_path) is not np else np.asarray(image_or_path)
     with timer.stage("features"):
         features = build_features(image, color=color, alpha=alpha, xy_scale=xy_scale)
         if not features.is_image:
@@ -93,7 +95,7 @@ def segment(
     if features.mask is None:
         labels[:] = run.labels
     else:
-        labels[features.mask.ravel()] = run.labels
+        labels[to_host(features.mask).ravel()] = run.labels
     labels = labels.reshape(features.shape)
     timings = {name: timer.seconds.get(name, 0.0) for name in STAGES}
     timings["total"] = time.perf_counter() - start
@@ -144,7 +146,7 @@ def save_outputs(result: SegmentResult, stem_path: str | os.PathLike[str], *, ov
     writers = {
         ".labels.npy": lambda: npy_writer(result.labels.astype(np.int32)),
         ".labels.png": lambda: png_writer(labels_to_png(result.labels)),
-        ".overlay.png": lambda: png_writer(overlay(result.image, result.labels)),
+        ".overlay.png": lambda: png_writer(overlay(to_host(result.image), result.labels)),
     }
     with ThreadPoolExecutor(len(writers)) as pool:  # encoders release the GIL
         futures = {s: pool.submit(lambda s=s: stage(paths[s], writers[s](), overwrite=overwrite)) for s in writers}

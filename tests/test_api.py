@@ -153,3 +153,44 @@ def test_import_is_light():
     code = f"import gpuseg, gpuseg.cli, sys; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+class OutOfMemoryError(Exception):
+    """Stands for cupy.cuda.memory.OutOfMemoryError (matched by name)."""
+
+
+@pytest.mark.parametrize("device", ["auto", "gpu"])
+def test_gpu_out_of_memory_falls_back_under_auto_and_is_an_error_under_gpu(monkeypatch, device):
+    from gpuseg import cluster
+    from gpuseg.device import Device
+    from gpuseg.engines import gpu_common, grid_gpu
+
+    class FakeGpu(Device):
+        def synchronize(self):
+            pass
+
+    monkeypatch.setattr(
+        cluster, "resolve_device", lambda d: Device("cpu", "cpu") if d == "cpu" else FakeGpu("gpu", "fake")
+    )
+    monkeypatch.setattr(gpu_common, "features_to_device", lambda f: f)
+
+    def out_of_memory(job):
+        raise OutOfMemoryError("Out of memory allocating 1,000,000,000 bytes")
+
+    monkeypatch.setattr(grid_gpu, "run_grid_gpu", out_of_memory)
+    features = build_features_for_oom()
+    if device == "gpu":
+        with pytest.raises(DeviceError, match="the GPU ran out of memory .* use device='cpu'"):
+            cluster.cluster_features(features, eps=0.0523, min_samples=5, device=device)
+    else:
+        run = cluster.cluster_features(features, eps=0.0523, min_samples=5, device=device)
+        assert run.device.kind == "cpu"
+        assert "ran out of memory" in run.device.fallback_reason
+        expected = cluster.cluster_features(features, eps=0.0523, min_samples=5, device="cpu").labels
+        np.testing.assert_array_equal(run.labels, expected)
+
+
+def build_features_for_oom():
+    from gpuseg.features import build_features
+
+    return build_features(shapes_image(20, 24)[0], xy_scale=0.01)

@@ -33,20 +33,20 @@ def _lookup(keys, key):
 
 
 @njit(inline="always", cache=True)
-def _neighbour_cell(coords, keys, extent, strides, offsets, c, o):
-    """Index of the occupied cell at offset ``o`` from cell ``c``, or -1."""
+def _neighbour_cell(coords, keys, table, extent, strides, offsets, c, o):
+    """Index of the occupied cell at offset ``o`` from cell ``c``, or -1 (by table, else binary search)."""
     key = 0
     for k in range(coords.shape[1]):
         v = coords[c, k] + offsets[o, k]
         if v < 0 or v >= extent[k]:
             return -1
         key += v * strides[k]
-    return _lookup(keys, key)
+    return table[key] if table.shape[0] else _lookup(keys, key)
 
 
 @njit(parallel=True, cache=True)
-def neighbour_cells(coords, keys, extent, offsets):
-    """CSR lists (ptr, idx) of the occupied cells near each cell, itself included, ascending."""
+def neighbour_cells(coords, keys, table, extent, offsets):
+    """CSR lists (ptr, idx) of the occupied cells near each cell, itself first, in the order of offsets."""
     n_cells, n_dims = coords.shape
     strides = np.ones(n_dims, dtype=np.int64)
     for k in range(n_dims - 2, -1, -1):
@@ -54,7 +54,7 @@ def neighbour_cells(coords, keys, extent, offsets):
     counts = np.zeros(n_cells, dtype=np.int64)
     for c in prange(n_cells):
         for o in range(offsets.shape[0]):
-            if _neighbour_cell(coords, keys, extent, strides, offsets, c, o) >= 0:
+            if _neighbour_cell(coords, keys, table, extent, strides, offsets, c, o) >= 0:
                 counts[c] += 1
     ptr = np.zeros(n_cells + 1, dtype=np.int64)
     ptr[1:] = np.cumsum(counts)
@@ -62,11 +62,10 @@ def neighbour_cells(coords, keys, extent, offsets):
     for c in prange(n_cells):
         n = ptr[c]
         for o in range(offsets.shape[0]):
-            b = _neighbour_cell(coords, keys, extent, strides, offsets, c, o)
+            b = _neighbour_cell(coords, keys, table, extent, strides, offsets, c, o)
             if b >= 0:
                 idx[n] = b
                 n += 1
-        idx[ptr[c] : ptr[c + 1]] = np.sort(idx[ptr[c] : ptr[c + 1]])
     return ptr, idx
 
 

@@ -24,15 +24,17 @@ def cell_side(eps: float, n_dims: int) -> float:
 
 
 def neighbour_offsets(eps: float, n_dims: int) -> np.ndarray:
-    """Integer cell offsets (including zero) whose cells can hold a point within eps of the centre cell's."""
+    """Integer cell offsets (including zero) whose cells can hold a point within eps of the centre cell's,
+    nearest first, so that a count that stops at min_samples looks at the likeliest cells first."""
     side = cell_side(eps, n_dims)
     reach = int(math.floor(eps / side)) + 1
     offsets = []
     for o in itertools.product(range(-reach, reach + 1), repeat=n_dims):
         gap = sum(max(abs(v) - 1, 0) ** 2 for v in o)
         if gap * side * side <= eps * eps:
-            offsets.append(o)
-    return np.array(offsets, dtype=np.int64).reshape(-1, n_dims)
+            offsets.append((gap, sum(v * v for v in o), o))
+    offsets.sort()
+    return np.array([o for _, _, o in offsets], dtype=np.int64).reshape(-1, n_dims)
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,18 @@ def cell_layout(points, eps: float, xp=np) -> CellLayout | None:
         keys=key[first],
         extent=xp.asarray(np.array(extent_host, dtype=np.int64)),
     )
+
+
+DENSE_TABLE_CELLS = 2**24
+"""Grids of at most this many cells get a lookup table from cell key to cell (else a binary search)."""
+
+
+def cell_table(layout: CellLayout, xp=np):
+    """int32 table from linear cell key to occupied cell index (-1 where empty), or an empty array when
+    the grid is larger than ``DENSE_TABLE_CELLS``."""
+    size = math.prod(int(v) for v in layout.extent.tolist())
+    if size > DENSE_TABLE_CELLS:
+        return xp.zeros(0, dtype=xp.int32)
+    table = xp.full(size, -1, dtype=xp.int32)
+    table[layout.keys] = xp.arange(layout.keys.shape[0], dtype=xp.int32)
+    return table

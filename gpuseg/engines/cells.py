@@ -11,7 +11,7 @@ import numpy as np
 
 from gpuseg.arrays import scatter_min
 from gpuseg.engines.base import Job, require_nonnegative_weights
-from gpuseg.engines.cell_layout import MAX_CELL_DIMS, cell_layout, neighbour_offsets
+from gpuseg.engines.cell_layout import MAX_CELL_DIMS, cell_layout, cell_table, neighbour_offsets
 
 
 def unsupported(job: Job) -> str | None:
@@ -53,7 +53,7 @@ def run_cells_cpu(job: Job) -> np.ndarray:
         points = np.ascontiguousarray(merged.points[layout.order])
         weights = merged.weights[layout.order]
         offsets = neighbour_offsets(job.eps, points.shape[1])
-        ptr, idx = k.neighbour_cells(layout.coords, layout.keys, layout.extent, offsets)
+        ptr, idx = k.neighbour_cells(layout.coords, layout.keys, cell_table(layout), layout.extent, offsets)
     eps2 = job.eps2
     with job.sub_stage("count"):
         core = np.zeros(points.shape[0], dtype=np.bool_)

@@ -8,7 +8,7 @@ from numba import cuda
 
 from gpuseg.arrays import scatter_min, to_host
 from gpuseg.engines.base import Job, require_nonnegative_weights
-from gpuseg.engines.cell_layout import cell_layout, neighbour_offsets
+from gpuseg.engines.cell_layout import cell_layout, cell_table, neighbour_offsets
 from gpuseg.engines.cells import number_cells
 from gpuseg.engines.gpu_common import THREADS_1D, blocks_1d, find, flatten_roots, union
 from gpuseg.engines.merge import merge_rows
@@ -26,13 +26,15 @@ def _d2(points, i, j, eps2):
 
 
 @cuda.jit(device=True, inline=True)
-def _neighbour_cell(coords, keys, extent, strides, offsets, c, o):
+def _neighbour_cell(coords, keys, table, extent, strides, offsets, c, o):
     key = 0
     for k in range(coords.shape[1]):
         v = coords[c, k] + offsets[o, k]
         if v < 0 or v >= extent[k]:
             return -1
         key += v * strides[k]
+    if table.shape[0]:
+        return table[key]
     lo = 0
     hi = keys.shape[0]
     while lo < hi:
@@ -47,23 +49,23 @@ def _neighbour_cell(coords, keys, extent, strides, offsets, c, o):
 
 
 @cuda.jit
-def count_neighbour_cells(coords, keys, extent, strides, offsets, counts):
+def count_neighbour_cells(coords, keys, table, extent, strides, offsets, counts):
     c = cuda.grid(1)
     if c < coords.shape[0]:
         n = 0
         for o in range(offsets.shape[0]):
-            if _neighbour_cell(coords, keys, extent, strides, offsets, c, o) >= 0:
+            if _neighbour_cell(coords, keys, table, extent, strides, offsets, c, o) >= 0:
                 n += 1
         counts[c] = n
 
 
 @cuda.jit
-def fill_neighbour_cells(coords, keys, extent, strides, offsets, ptr, idx):
+def fill_neighbour_cells(coords, keys, table, extent, strides, offsets, ptr, idx):
     c = cuda.grid(1)
     if c < coords.shape[0]:
         n = ptr[c]
         for o in range(offsets.shape[0]):
-            b = _neighbour_cell(coords, keys, extent, strides, offsets, c, o)
+            b = _neighbour_cell(coords, keys, table, extent, strides, offsets, c, o)
             if b >= 0:
                 idx[n] = b
                 n += 1
@@ -168,7 +170,7 @@ def run_cells_device(job: Job, xp):
         strides = xp.asarray(np.cumprod([1, *extent_host[:0:-1]])[::-1].astype(np.int64))
         counts = xp.empty(n_cells, dtype=xp.int64)
         cells_grid = blocks_1d(n_cells)
-        cell_args = (layout.coords, layout.keys, layout.extent, strides, offsets)
+        cell_args = (layout.coords, layout.keys, cell_table(layout, xp), layout.extent, strides, offsets)
         count_neighbour_cells[cells_grid, THREADS_1D](*cell_args, counts)
         ptr = xp.zeros(n_cells + 1, dtype=xp.int64)
         ptr[1:] = xp.cumsum(counts)

@@ -17,7 +17,8 @@ from gpuseg.arrays import to_host
 from gpuseg.features import Features
 
 DENSE_KEY_BITS = 26
-"""Packed keys below 2**DENSE_KEY_BITS (8-bit RGB, grey) are merged with a table instead of a sort."""
+"""Packed keys below 2**DENSE_KEY_BITS (8-bit RGB, grey) are merged with a table instead of a sort, when
+there are enough rows (at least an eighth of the table) for the table to be the faster way."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def merge_rows(features: Features, weights=None, xp=np) -> MergedRows:
     codes = _packable_codes(features)
     if codes is not None:
         key, bits = _pack(codes, xp)
-        if bits <= DENSE_KEY_BITS:
+        if bits <= DENSE_KEY_BITS and key.shape[0] * 8 >= 1 << bits:
             first, inverse = _merge_dense(key, 1 << bits) if xp is np else _merge_dense_xp(key, 1 << bits, xp)
         else:
             first, inverse = _merge_sorted(key, xp)
@@ -105,7 +106,7 @@ def _merge_dense_xp(key, n_bins: int, xp):
 @njit(cache=True)
 def _merge_dense(key, n_bins):
     """The same as ``_merge_sorted`` for small integer keys, in one pass with a table."""
-    slot = np.full(n_bins, -1, dtype=np.int64)
+    slot = np.full(n_bins, -1, dtype=np.int32)
     inverse = np.empty(key.shape[0], dtype=np.int64)
     first = np.empty(key.shape[0], dtype=np.int64)
     m = 0
