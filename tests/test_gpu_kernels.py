@@ -24,7 +24,7 @@ else:  # pragma: no cover - real GPU runs
     xp = cupy
 
 
-def run_on_device(engine, features, eps, min_samples, weights=None):
+def run_on_device(engine, features, eps, min_samples, weights=None, band_rows=None):
     from gpuseg.engines.cells_gpu import run_cells_device
     from gpuseg.engines.grid_gpu import run_grid_device
 
@@ -32,14 +32,13 @@ def run_on_device(engine, features, eps, min_samples, weights=None):
         features = features.map_arrays(xp.asarray)
         weights = None if weights is None else xp.asarray(weights)
     job = Job(features, eps, min_samples, weights, Device("gpu", "simulator" if SIMULATED else "gpu"))
-    run = {"grid": run_grid_device, "cells": run_cells_device}[engine]
-    labels = run(job, xp)
+    labels = run_grid_device(job, xp, band_rows=band_rows) if engine == "grid" else run_cells_device(job, xp)
     return labels if xp is np else labels.get()
 
 
-def check(engine, features, eps, min_samples, weights=None):
+def check(engine, features, eps, min_samples, weights=None, band_rows=None):
     X = features.matrix()
-    got = run_on_device(engine, features, eps, min_samples, weights)
+    got = run_on_device(engine, features, eps, min_samples, weights, band_rows)
     np.testing.assert_array_equal(got, oracle_dbscan(X, eps, min_samples, weights))
     if not has_near_ties(X, eps):
         from sklearn.cluster import DBSCAN
@@ -134,3 +133,17 @@ def test_grid_plain_kernels_for_stencils_too_large_for_a_tile(case, monkeypatch)
         check("grid", build_features(make(), **options), eps, min_samples)
     finally:
         grid_gpu.tiled_kernels.cache_clear()
+
+
+@pytest.mark.parametrize(("case", "band_rows"), [("rgb", 3), ("alpha_mask", 2), ("shapes", 7)])
+def test_grid_in_bands_of_rows_is_exact(case, band_rows):
+    # Images larger than free device memory are done in bands with a halo; force small bands here.
+    make, options, eps, min_samples = GRID_CASES[case]
+    check("grid", build_features(make(), **options), eps, min_samples, band_rows=band_rows)
+
+
+def test_grid_in_bands_with_weights(rng):
+    image = (rng.integers(0, 4, (14, 11, 3)) * 80).astype(np.uint8)
+    weights = rng.uniform(0, 3, image.shape[0] * image.shape[1])
+    features = build_features(image, xy_scale=0.01)
+    check("grid", features, 0.0523, 6, weights=weights, band_rows=int(rng.integers(1, 6)))

@@ -30,6 +30,16 @@ def union(parent, a, b):
         parent[a] = b
 
 
+@njit(cache=True)
+def merge_window(parent, offset, roots):
+    """Join, in the global ``parent``, each pixel of a window (global index ``offset + i``) with its
+    root in the window (``roots[i]``, window index, -1 for non-members)."""
+    for i in range(roots.shape[0]):
+        r = roots[i]
+        if r >= 0 and r != i:
+            union(parent, offset + i, offset + r)
+
+
 @njit(parallel=True, cache=True)
 def flatten_roots(parent, is_member):
     """Root of every member (-1 for the others), reading ``parent`` only, so safe in parallel."""

@@ -41,8 +41,12 @@ def grid_mask(job: Job, xp=np):
 
 def sample_labels(labels_flat, job: Job):
     """Labels of the samples (N,) from the labels of every pixel (H*W,)."""
+    from gpuseg.arrays import array_module
+
     mask = job.features.mask
-    return labels_flat if mask is None else labels_flat[mask.ravel()]
+    if mask is None:
+        return labels_flat
+    return labels_flat[(mask if array_module(labels_flat) is array_module(mask) else mask.get()).ravel()]
 
 
 def run_grid_cpu(job: Job) -> np.ndarray:

@@ -4,6 +4,7 @@ pair test as the CPU engine (``_grid_cpu``)."""
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 from numba import cuda, float64
@@ -206,54 +207,188 @@ def run_grid_gpu(job: Job):
     return run_grid_device(job, job.device.xp)
 
 
-def run_grid_device(job: Job, xp):
-    """The grid engine on the GPU; ``xp`` is CuPy, or NumPy under the CUDA simulator."""
+BYTES_PER_PIXEL = 48
+"""Device memory the whole-image path needs per pixel, colours aside (core, parents, roots, labels and the
+numbering's temporaries), with room to spare."""
+
+
+@dataclass
+class Window:
+    """The arrays every stage reads, for the image rows ``[lo, hi)``: kernels see the window as an image
+    whose y positions are the window's own (``ys``), so distances stay those of the whole image."""
+
+    colours: object
+    lut: object
+    mask: object
+    masked: bool
+    weights: object
+    weighted: bool
+    xs: object
+    ys: object
+
+    def rows(self, lo: int, hi: int, xp) -> Window:
+        def cut(a, full):
+            return xp.ascontiguousarray(a[lo:hi]) if full else a
+
+        return Window(
+            cut(self.colours, True),
+            self.lut,
+            cut(self.mask, self.masked),
+            self.masked,
+            cut(self.weights, self.weighted),
+            self.weighted,
+            self.xs,
+            self.ys[lo:hi],
+        )
+
+
+def run_grid_device(job: Job, xp, band_rows: int | None = None):
+    """The grid engine on the GPU; ``xp`` is CuPy, or NumPy under the CUDA simulator.
+
+    An image whose arrays would not fit in free device memory is done in bands of ``band_rows`` rows, each
+    with a halo of the stencil radius, and the bands' components are joined exactly on the host.
+    """
     require_nonnegative_weights(job, "grid")
     f = job.features
     h, w = f.shape
-    count_neighbours, union_cores, attach_borders = kernels(f.lut is not None)
     dy_host, dx_host = stencil(job.eps, f.xy_scale, h, w)
     radius = int(max(np.abs(dy_host).max(initial=0), np.abs(dx_host).max(initial=0)))
-    tiled = tiled_kernels(f.lut is not None, f.colours.shape[2], radius)
-    if tiled is not None:
-        count_neighbours, union_cores = tiled
-    colours = f.colours
-    lut = f.lut if f.lut is not None else xp.zeros(1)
-    xs = xp.arange(w, dtype=xp.int64) * f.xy_scale
-    ys = xp.arange(h, dtype=xp.int64) * f.xy_scale
     half = forward_half(dy_host, dx_host)
-    dy, dx = xp.asarray(dy_host), xp.asarray(dx_host)
-    fdy, fdx = xp.asarray(np.ascontiguousarray(dy_host[half])), xp.asarray(np.ascontiguousarray(dx_host[half]))
+    stages = Stages(
+        kernels(f.lut is not None),
+        tiled_kernels(f.lut is not None, f.colours.shape[2], radius),
+        xp.asarray(dy_host),
+        xp.asarray(dx_host),
+        xp.asarray(np.ascontiguousarray(dy_host[half])),
+        xp.asarray(np.ascontiguousarray(dx_host[half])),
+        job.eps2,
+        float(job.min_samples),
+        xp,
+    )
     masked = f.mask is not None
-    mask = f.mask if masked else xp.ones((1, 1), dtype=xp.bool_)
     weighted = job.weights is not None
+    weights = xp.ones((1, 1), dtype=xp.float64)
     if weighted:
         weights = xp.zeros((h, w), dtype=xp.float64)
         if masked:
-            weights[mask] = job.weights
+            weights[f.mask] = job.weights
         else:
             weights[...] = job.weights.reshape(h, w)
-    else:
-        weights = xp.ones((1, 1), dtype=xp.float64)
-    grid2, grid1 = blocks_2d(h, w), blocks_1d(h * w)
-    eps2 = job.eps2
+    image = Window(
+        f.colours,
+        f.lut if f.lut is not None else xp.zeros(1),
+        f.mask if masked else xp.ones((1, 1), dtype=xp.bool_),
+        masked,
+        weights,
+        weighted,
+        xp.arange(w, dtype=xp.int64) * f.xy_scale,
+        xp.arange(h, dtype=xp.int64) * f.xy_scale,
+    )
+    if band_rows is None:
+        band_rows = rows_that_fit(h, w, f.colours.itemsize * f.colours.shape[2], radius, xp)
+    if band_rows >= h:
+        with job.sub_stage("count"):
+            core = stages.count(image)
+        with job.sub_stage("union"):
+            roots = stages.union_roots(image, core)
+        with job.sub_stage("number"):
+            labels = number_by_root(roots, xp)
+            del roots
+        with job.sub_stage("borders"):
+            stages.attach_borders(image, core, labels)
+        return sample_labels(labels, job)
+    return sample_labels(banded(job, stages, image, h, w, max(band_rows, 1), radius, xp), job)
+
+
+def rows_that_fit(h: int, w: int, colour_bytes: int, radius: int, xp) -> int:
+    """How many rows (plus two halos) fit in 80% of the free device memory; all rows on the simulator."""
+    if xp is np:
+        return h
+    free, _ = xp.cuda.Device().mem_info
+    free += xp.get_default_memory_pool().free_bytes()
+    per_row = w * (BYTES_PER_PIXEL + colour_bytes)
+    return int(0.8 * free // per_row) - 2 * radius
+
+
+def banded(job: Job, stages: Stages, image: Window, h: int, w: int, band: int, radius: int, xp) -> np.ndarray:
+    """The four stages over bands of rows; union-find across bands and the numbering run on the host."""
+    from gpuseg.arrays import to_host
+    from gpuseg.engines._unionfind import flatten_roots as flatten_host
+    from gpuseg.engines._unionfind import merge_window
+
+    starts = range(0, h, band)
+    core = np.zeros((h, w), dtype=np.bool_)
     with job.sub_stage("count"):
-        core = xp.empty((h, w), dtype=xp.bool_)
-        count_neighbours[grid2, THREADS_2D](
-            colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, float(job.min_samples), core
-        )
+        for y0 in starts:
+            y1, lo, hi = min(h, y0 + band), max(0, y0 - radius), min(h, y0 + band + radius)
+            core[y0:y1] = to_host(stages.count(image.rows(lo, hi, xp)))[y0 - lo : y1 - lo]
     with job.sub_stage("union"):
+        parent = np.arange(h * w, dtype=np.int64)
+        for y0 in starts:  # unions reach forward only: a halo below each band
+            lo, hi = y0, min(h, y0 + band + radius)
+            roots = to_host(stages.union_roots(image.rows(lo, hi, xp), xp.asarray(core[lo:hi])))
+            merge_window(parent, lo * w, roots)
+    with job.sub_stage("number"):
+        labels = number_by_root(flatten_host(parent, core.reshape(-1)))
+        del parent
+    with job.sub_stage("borders"):
+        for y0 in starts:
+            y1, lo, hi = min(h, y0 + band), max(0, y0 - radius), min(h, y0 + band + radius)
+            window_labels = xp.asarray(labels[lo * w : hi * w])
+            only = np.zeros((hi - lo, 1), dtype=np.bool_)
+            only[y0 - lo : y1 - lo] = True
+            stages.attach_borders(image.rows(lo, hi, xp), xp.asarray(core[lo:hi]), window_labels, xp.asarray(only))
+            labels[y0 * w : y1 * w] = to_host(window_labels)[(y0 - lo) * w : (y1 - lo) * w]
+    return labels
+
+
+@dataclass
+class Stages:
+    """The stage kernels with the stencil and parameters of one run; each stage takes a :class:`Window`."""
+
+    plain: tuple
+    tiled: tuple | None
+    dy: object
+    dx: object
+    fdy: object
+    fdx: object
+    eps2: float
+    min_samples: float
+    xp: object
+
+    def count(self, win: Window):
+        xp = self.xp
+        h, w = win.colours.shape[:2]
+        core = xp.empty((h, w), dtype=xp.bool_)
+        kernel = (self.tiled or self.plain)[0]
+        kernel[blocks_2d(h, w), THREADS_2D](
+            win.colours, win.lut, win.mask, win.masked, win.weights, win.weighted, win.xs, win.ys,
+            self.dy, self.dx, self.eps2, self.min_samples, core,
+        )  # fmt: skip
+        return core
+
+    def union_roots(self, win: Window, core):
+        """Root (smallest index) of every core pixel's component within the window; -1 elsewhere."""
+        xp = self.xp
+        h, w = win.colours.shape[:2]
         index_dtype = xp.int32 if h * w < 2**31 else xp.int64
         parent = xp.arange(h * w, dtype=index_dtype)
-        union_cores[grid2, THREADS_2D](colours, lut, core, xs, ys, fdy, fdx, eps2, parent)
-    with job.sub_stage("number"):
+        kernel = (self.tiled or self.plain)[1]
+        kernel[blocks_2d(h, w), THREADS_2D](
+            win.colours, win.lut, core, win.xs, win.ys, self.fdy, self.fdx, self.eps2, parent
+        )
         roots = xp.empty(h * w, dtype=index_dtype)
-        flatten_roots[grid1, THREADS_1D](parent, core.reshape(-1), roots)
-        labels = number_by_root(roots, xp)
-        del parent, roots
-    with job.sub_stage("borders"):
-        outside = ~core if not masked else ~core & mask
+        flatten_roots[blocks_1d(h * w), THREADS_1D](parent, core.reshape(-1), roots)
+        return roots
+
+    def attach_borders(self, win: Window, core, labels, rows=None):
+        """Labels of the window's non-core samples (only in ``rows``, an (h, 1) mask, when given)."""
+        xp = self.xp
+        outside = ~core if not win.masked else ~core & win.mask
+        if rows is not None:
+            outside = outside & rows
         todo = xp.flatnonzero(outside.reshape(-1))
         if todo.shape[0]:
-            attach_borders[blocks_1d(todo.shape[0]), THREADS_1D](colours, lut, core, xs, ys, dy, dx, eps2, todo, labels)
-    return sample_labels(labels, job)
+            self.plain[2][blocks_1d(todo.shape[0]), THREADS_1D](
+                win.colours, win.lut, core, win.xs, win.ys, self.dy, self.dx, self.eps2, todo, labels
+            )
