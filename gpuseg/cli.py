@@ -229,6 +229,50 @@ def _read_points(path: Path):
     raise GpusegError(f"{path}: points must be a .npy or .csv file")
 
 
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="The seed's examples and 0.25 MP photos only.")] = False,
+    device: DeviceArg = DeviceOpt.auto,
+    engine: Annotated[
+        Optional[list[EngineOpt]], typer.Option("--engine", help="Only these engines (repeat the option).")
+    ] = None,
+    sizes: Annotated[
+        Optional[str], typer.Option("--sizes", help="Photo sizes in megapixels, e.g. 0.25,1,2,12,50.")
+    ] = None,
+    repeat: Annotated[
+        Optional[int], typer.Option("--repeat", min=1, help="Timed runs per engine, median reported [5; 3 quick].")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, bench.csv and bench.png.")] = Path(
+        "gpuseg-bench"
+    ),
+) -> None:
+    """Time every engine on the seed's examples and on photos of growing size, beside scikit-learn."""
+    from rich.console import Console
+
+    from gpuseg.benchmark import DEFAULT_SIZES, QUICK_SIZES, run_suite, suite, table, write_outputs
+
+    try:
+        size_list = tuple(float(v) for v in sizes.split(",")) if sizes else (QUICK_SIZES if quick else DEFAULT_SIZES)
+        if any(v <= 0 for v in size_list):
+            raise ValueError
+    except ValueError:
+        _err(f"--sizes {sizes!r}: give positive megapixel counts separated by commas, e.g. 0.25,1,2")
+        raise typer.Exit(2) from None
+    console = Console()
+    engines = [e.value for e in engine] if engine else None
+    cases = suite(size_list, quick=quick)
+
+    def show(row) -> None:
+        done = "not run" if row.reason else f"{row.median_s:.3f} s"
+        console.print(f"[dim]{row.case} | {row.engine} on {row.device}: {done}[/dim]")
+
+    repeat = repeat or (3 if quick else 5)
+    document = run_suite(cases, engines=engines, device=device.value, repeat=repeat, progress=show)
+    console.print(table(document))
+    for path in write_outputs(document, out):
+        console.print(f"wrote {path}")
+
+
 LIBRARIES = (
     "numpy",
     "numba",
