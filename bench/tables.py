@@ -1,16 +1,46 @@
-"""Markdown tables of the committed results (bench/results/*.json), for bench/README.md.
+"""Markdown tables from the committed results, written into the READMEs between their markers.
 
-python bench/tables.py
+python bench/tables.py          # print the tables
+python bench/tables.py --write  # also replace the marked sections of README.md and bench/README.md
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-sys.path.insert(0, str(RESULTS.parents[1]))
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+ROOT = BENCH.parent
+CPU_SUITE = RESULTS / "bench-cpu-amd-epyc-2core" / "bench.json"
+
+
+def seconds(s: float) -> str:
+    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def suite_table(document: dict) -> str:
+    m = document["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['memory_available_gib']} GiB available, GPU {m['gpu']}; gpuseg {m['gpuseg']}, "
+        f"numba {m['numba']}, scikit-learn {m['scikit-learn']}; {m['date']}.",
+        "",
+        "| case | engine | cluster stage, median (min-max, runs) | MP/s | peak RSS | same labels |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in document["rows"]:
+        engine = f"{r['engine']} ({r['device']})"
+        if r["reason"]:
+            lines.append(f"| {r['case']} | {engine} | not run: {r['reason']} | | | |")
+            continue
+        same = "" if r["identical"] is None else f"{'yes' if r['identical'] else 'NO'} (vs {r['reference']})"
+        lines.append(
+            f"| {r['case']} | {engine} | {seconds(r['median_s'])} ({seconds(r['min_s'])}-{seconds(r['max_s'])}, "
+            f"{r['repeats']}) | {r['mpix_per_s']:.2f} | {r['peak_rss_mib']:.0f} MiB | {same} |"
+        )
+    return "\n".join(lines)
 
 
 def gpu_table(path: Path) -> str:
@@ -31,8 +61,8 @@ def gpu_table(path: Path) -> str:
         )
     checks = r["correctness"]
     same = sum(c["identical_to_cpu_engine"] and c.get("identical_to_sklearn", True) for c in checks)
-    lines += ["", f"Correctness: {same} of {len(checks)} checks identical ("]
-    lines[-1] += "; ".join(f"{c['case']}: {c.get('reference', 'cpu engine')}" for c in checks) + ")."
+    detail = "; ".join(f"{c['case']}: {c.get('reference', 'cpu engine')}" for c in checks)
+    lines += ["", f"Correctness: {same} of {len(checks)} checks identical ({detail})."]
     seg = r.get("segment")
     if seg:
         stages = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in seg["timings_s"].items())
@@ -40,16 +70,70 @@ def gpu_table(path: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    from bench.cpu_bench import markdown
+def readme_table(document: dict, gpu_path: Path) -> str:
+    """The README's summary: a row per headline case, each number with its machine."""
+    rows = {(r["case"], r["engine"], r["device"]): r for r in document["rows"]}
+    cpu = document["machine"]["cpu"]
 
-    cpu = RESULTS / "cpu_bench.json"
-    if cpu.exists():
-        print(markdown(json.loads(cpu.read_text())))
-        print()
-    for path in sorted(RESULTS.glob("gpu_check_*.json")):
-        print(gpu_table(path))
-        print()
+    def cell(case: str, engine: str, device: str = "cpu") -> str:
+        r = rows.get((case, engine, device))
+        if r is None:
+            return "—"
+        if r["reason"]:
+            return f"not run: {r['reason']}"
+        return f"{seconds(r['median_s'])}, {r['peak_rss_mib'] / 1024:.1f} GiB peak"
+
+    lines = [
+        f"| case | scikit-learn on {cpu} | gpuseg (exact engine) |",
+        "| --- | --- | --- |",
+    ]
+    for case, reference, exact in (
+        ("retina 1411x1411 rgb+xy", "sklearn", "grid"),
+        ("photo 0.25 MP rgb", "sklearn-merged", "cells"),
+        ("RGBA logo 500x500, alpha feature (seed recipe)", "sklearn", "cells"),
+        ("photo 50 MP rgb+xy", "sklearn", "grid"),
+        ("blobs 1M points 2-D", "sklearn", "cells"),
+    ):
+        ref = cell(case, reference)
+        if reference == "sklearn-merged":
+            ref = f"raw rows: {cell(case, 'sklearn')}; merged rows: {ref}"
+        fast = rows.get((case, exact, "cpu"))
+        speed = ""
+        base = rows.get((case, reference, "cpu"))
+        if fast and base and fast["median_s"] and base["median_s"]:
+            speed = f" ({base['median_s'] / fast['median_s']:.0f}x)"
+        lines.append(f"| {case} | {ref} | {cell(case, exact)}{speed} on {cpu} |")
+    g = json.loads(gpu_path.read_text())
+    for t in g["timings"]:
+        if t["megapixels"] > 20:
+            lines.append(
+                f"| photo {t['megapixels']:.0f} MP (noisy), {t['mode']} | — "
+                f"| {t['cpu_s']:.2f} s on {g['machine']['cpu']}; "
+                f"{g['machine']['gpu']}: {t['gpu_s_median'] * 1e3:.1f} ms ({t['gpu_gpx_per_s']:.2f} Gpx/s, "
+                f"{t['speedup_vs_cpu']:.0f}x) |"
+            )
+    return "\n".join(lines)
+
+
+def replace_between(path: Path, marker: str, text: str) -> None:
+    source = path.read_text()
+    pattern = re.compile(rf"(<!-- {marker} -->\n)(?:.*?\n)?(<!-- /{marker} -->)", re.S)
+    if not pattern.search(source):
+        raise SystemExit(f"{path}: no <!-- {marker} --> ... <!-- /{marker} --> section")
+    path.write_text(pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), source))
+
+
+def main() -> None:
+    suite = json.loads(CPU_SUITE.read_text())
+    gpu_runs = sorted(RESULTS.glob("gpu_check_*.json"))
+    cpu_text = suite_table(suite)
+    gpu_text = gpu_table(gpu_runs[-1])
+    readme = readme_table(suite, gpu_runs[-1])
+    print(readme, cpu_text, gpu_text, sep="\n\n")
+    if "--write" in sys.argv:
+        replace_between(ROOT / "README.md", "perf-table", readme)
+        replace_between(BENCH / "README.md", "cpu-suite", cpu_text)
+        replace_between(BENCH / "README.md", "gpu-latest", gpu_text)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from gpuseg.arrays import to_host
-from gpuseg.device import Device, resolve_device
+from gpuseg.device import Device, cpu_fallback, resolve_device
 from gpuseg.engines import ENGINES, auto_engine, get_engine
 from gpuseg.engines.base import Job
 from gpuseg.errors import DeviceError, EngineUnavailableError
@@ -115,15 +115,14 @@ def cluster_features(
     """
     eps, min_samples = check_parameters(eps, min_samples)
     weights = check_weights(sample_weight, features.n_samples)
-    spec_name, dev = _choose(engine, device, features)
+    spec_name, dev = _choose(engine, device)
     timer = timer or StageTimer()
     job = Job(features, eps, min_samples, weights, dev, timer)
     if spec_name == "auto":
         spec_name = auto_engine(job, dev.kind)
         if dev.kind not in ENGINES[spec_name].runners:
             job.note = f"{spec_name} has no GPU engine here; it ran on the CPU"
-            dev = Device("cpu", resolve_device("cpu").name, fallback_reason=job.note)
-            job.device = dev
+            job.device = dev = cpu_fallback(job.note)
     spec = ENGINES[spec_name]
     reason = spec.why_not_input(job)
     if reason:
@@ -136,7 +135,7 @@ def cluster_features(
         message = f"the GPU ran out of memory for {features.n_samples:,} samples ({exc})"
         if device == "gpu" or "cpu" not in spec.runners:
             raise DeviceError(f"{message}; use device='cpu' (the same labels) or a smaller image") from exc
-        job.device = Device("cpu", resolve_device("cpu").name, fallback_reason=f"{message}; ran on the CPU")
+        job.device = cpu_fallback(f"{message}; ran on the CPU")
         job.features, job.weights, job.sub_seconds = features, weights, {}
         labels = _run(spec, job, weights)
     return ClusterRun(labels.astype(np.int64, copy=False), spec_name, job.device, job.note, dict(job.sub_seconds))
@@ -164,7 +163,7 @@ def is_gpu_out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "OUT_OF_MEMORY" in str(exc).upper().replace(" ", "_")
 
 
-def _choose(engine: str, device: str, features: Features) -> tuple[str, Device]:
+def _choose(engine: str, device: str) -> tuple[str, Device]:
     """(engine name or "auto", device) for the request; errors name the parameter and the fix."""
     if engine == "auto":
         return "auto", resolve_device(device)

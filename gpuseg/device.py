@@ -92,6 +92,11 @@ def cpu_name() -> str:
     return f"{model} ({os.cpu_count()} cores)"
 
 
+def cpu_fallback(reason: str) -> Device:
+    """The CPU, chosen instead of a GPU for ``reason`` (recorded as the report's fallback_reason)."""
+    return Device("cpu", cpu_name(), fallback_reason=reason)
+
+
 def resolve_device(device: str) -> Device:
     """Turn "auto", "cpu" or "gpu" into a :class:`Device`.
 
@@ -111,4 +116,4 @@ def resolve_device(device: str) -> Device:
         return Device("gpu", status.name or "GPU")
     if device == "gpu":
         raise DeviceError(f"device='gpu' was asked for, but {status.reason}; use device='cpu' or 'auto'")
-    return Device("cpu", cpu_name(), fallback_reason=status.reason)
+    return cpu_fallback(status.reason or "no usable GPU")
