@@ -44,6 +44,22 @@ def main(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     picture = cv2.cvtColor(np.vstack(panels), cv2.COLOR_RGB2BGR)
     cv2.imwrite(str(out_dir / "defaults.jpg"), picture, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    explain(out_dir)
+
+
+def explain(out_dir: Path) -> None:
+    """The "How pixel clustering works" pictures: the k-distance curve of the shipped example and the
+    explain panel of a segmentation with the eps it suggests."""
+    from gpuseg.pipeline import explain_panel
+    from gpuseg.suggest import plot_k_distances, suggest_eps
+
+    image = gpuseg.load_image(ROOT / "gpuseg" / "data" / "shapes.png")
+    suggestion = suggest_eps(image, min_samples=20)
+    plot_k_distances(suggestion, out_dir / "kdist.png")
+    result = gpuseg.segment(image, eps=round(suggestion.eps, 4), min_samples=20)
+    panel = cv2.cvtColor(explain_panel(result), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(out_dir / "explain.jpg"), panel, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    print(f"suggested eps {suggestion.eps:.4f}: {result.report['n_clusters']} clusters")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "dbscan", "load_image", "pixel_features", "segment", "GpusegError"]
+__all__ = ["__version__", "dbscan", "load_image", "pixel_features", "segment", "suggest_eps", "GpusegError"]
 
 if TYPE_CHECKING:
     from gpuseg.cluster import dbscan
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from gpuseg.features import pixel_features
     from gpuseg.io import load_image
     from gpuseg.pipeline import segment
+    from gpuseg.suggest import suggest_eps
 
 _LAZY = {
     "dbscan": "gpuseg.cluster",
@@ -20,6 +21,7 @@ _LAZY = {
     "pixel_features": "gpuseg.features",
     "load_image": "gpuseg.io",
     "segment": "gpuseg.pipeline",
+    "suggest_eps": "gpuseg.suggest",
 }
 
 

@@ -96,14 +96,33 @@ def segment(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document with every report.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse larger images.")] = 2**28,
+    save: Annotated[
+        str, typer.Option("--save", help="Pictures to write: any of overlay,mean,boundaries,noise (or none).")
+    ] = "overlay",
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Also write <stem>.explain.png: input, colour only, + position, noise.")
+    ] = False,
+    truth: Annotated[
+        Optional[Path], typer.Option("--truth", help="Ground-truth label image: adds ARI and VI to the report.")
+    ] = None,
 ) -> None:
-    """Segment images: writes <stem>.labels.npy, .labels.png, .overlay.png and .json per image."""
+    """Segment images: writes <stem>.labels.npy, .labels.png, the pictures asked for and .json per image."""
     from rich.console import Console
     from rich.progress import Progress
 
     from gpuseg.errors import GpusegError
-    from gpuseg.pipeline import save_outputs
+    from gpuseg.pictures import PICTURES
+    from gpuseg.pipeline import explain_panel, save_outputs
     from gpuseg.pipeline import segment as run_segment
+
+    pictures = tuple(p for p in save.split(",") if p and p != "none")
+    unknown = [p for p in pictures if p not in PICTURES]
+    if unknown:
+        _err(f"--save {save!r}: {', '.join(unknown)} not among {', '.join(PICTURES)} (or none)")
+        raise typer.Exit(2)
+    if truth is not None and len(images) > 1:
+        _err("--truth compares one image with its ground truth; give one image")
+        raise typer.Exit(2)
 
     reports, failures = [], []
     scale = xy_scale if xy_scale > 0 else None
@@ -121,9 +140,11 @@ def segment(
                     device=device.value,
                     engine=engine.value,
                     max_pixels=max_pixels,
+                    truth=truth,
                 )
                 stem = (out_dir or path.parent) / path.stem
-                written = save_outputs(result, stem, overwrite=overwrite)
+                panel = explain_panel(result, device=device.value, engine=engine.value) if explain else None
+                written = save_outputs(result, stem, overwrite=overwrite, pictures=pictures, explain=panel)
                 result.report["outputs"] = [str(p) for p in written]
                 reports.append(result.report)
                 if not as_json:
@@ -156,9 +177,54 @@ def _report_table(report: dict):
     table.add_row("device", escape(device))
     table.add_row("engine", escape(report["engine"] + (f" - {report['engine_note']}" if report["engine_note"] else "")))
     table.add_row("clusters", f"{report['n_clusters']}, noise {report['noise_fraction']:.1%}")
+    if report["quality"]:
+        q = report["quality"]
+        ari, vi = q["adjusted_rand_index"], q["variation_of_information"]
+        table.add_row("vs truth", f"adjusted Rand {ari:.3f}, variation of information {vi:.3f}")
     stages = ", ".join(f"{k} {format_seconds(v)}" for k, v in report["timings_s"].items() if v > 0 or k == "total")
     table.add_row("time", stages)
     return table
+
+
+@app.command()
+def suggest(
+    image: Annotated[Path, typer.Argument(help="The image to segment.")],
+    min_samples: MinSamplesOpt = 20,
+    color: Annotated[Color, typer.Option("--color", help="Colour features.")] = Color.lab,
+    alpha: Annotated[Alpha, typer.Option("--alpha", help="What to do with an alpha channel.")] = Alpha.ignore,
+    xy_scale: Annotated[
+        float, typer.Option("--xy-scale", help="Position features x*s, y*s; 0 for colour only.")
+    ] = 0.01,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", help="Where the k-distance plot goes (default <stem>.kdist.png).")
+    ] = None,
+) -> None:
+    """Suggest eps for an image: the knee of its k-distance curve (k = min samples), with a plot."""
+    from gpuseg.errors import GpusegError
+    from gpuseg.io import load_image
+    from gpuseg.suggest import plot_k_distances, suggest_eps
+
+    scale = xy_scale if xy_scale > 0 else None
+    try:
+        s = suggest_eps(
+            load_image(image), min_samples=min_samples, color=color.value, alpha=alpha.value, xy_scale=scale
+        )
+        plot = plot or image.with_name(image.stem + ".kdist.png")
+        plot_k_distances(s, plot)
+    except (GpusegError, ValueError, OSError) as exc:
+        _err(str(exc))
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"suggested eps: {s.eps:.4g} (knee of the {min_samples}-distance curve of {len(s.k_distances):,} pixels)"
+    )
+    if s.radius_px is not None:
+        typer.echo(f"with xy_scale {scale:g}, two pixels can be neighbours up to {s.radius_px} pixels apart")
+    typer.echo(f"plot: {plot}")
+    command = (
+        f"gpuseg segment {image} --eps {s.eps:.4g} --min-samples {min_samples} --color {color.value} "
+        f"--alpha {alpha.value} --xy-scale {xy_scale:g}"
+    )
+    typer.echo(f"run: {command}")
 
 
 @app.command()

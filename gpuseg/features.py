@@ -57,27 +57,24 @@ class Features:
         arrays = {k: getattr(self, k) for k in ("points", "colours", "lut", "mask")}
         return dataclasses.replace(self, **{k: None if a is None else fn(a) for k, a in arrays.items()})
 
-    def colour_rows(self) -> np.ndarray:
-        """The colour columns of the sample pixels, ``(N, K)`` float64, in row-major pixel order."""
-        assert self.colours is not None
-        flat = self.colours.reshape(-1, self.colours.shape[2])
-        if self.mask is not None:
-            flat = flat[self.mask.ravel()]
-        return self.lut[flat] if self.lut is not None else flat.astype("float64", copy=False)
-
-    def matrix(self) -> np.ndarray:
-        """The ``(N, F)`` float64 matrix the engines cluster, exactly as the feature contract defines it."""
+    def matrix(self, index=None) -> np.ndarray:
+        """The ``(N, F)`` float64 matrix the engines cluster, exactly as the feature contract defines it; with
+        ``index`` (sample numbers), only those rows, without building the rest."""
         if self.points is not None:
-            return self.points
-        rows = self.colour_rows()
+            return self.points if index is None else self.points[index]
+        xp = array_module(self.colours)
+        h, w = self.shape
+        pixels = xp.arange(h * w, dtype=xp.int64)
+        if self.mask is not None:
+            pixels = pixels[self.mask.ravel()]
+        if index is not None:
+            pixels = pixels[index]
+        codes = self.colours.reshape(-1, self.colours.shape[2])
+        codes = codes if index is None and self.mask is None else codes[pixels]
+        rows = self.lut[codes] if self.lut is not None else codes.astype("float64", copy=False)
         if self.xy_scale is None:
             return rows
-        xp = array_module(rows)
-        h, w = self.shape
-        y, x = xp.divmod(xp.arange(h * w, dtype=xp.int64), w)
-        if self.mask is not None:
-            keep = self.mask.ravel()
-            x, y = x[keep], y[keep]
+        y, x = xp.divmod(pixels, w)
         return xp.column_stack([rows, x * self.xy_scale, y * self.xy_scale])
 
 

@@ -16,7 +16,7 @@ from gpuseg.arrays import array_module, to_host
 from gpuseg.cluster import check_parameters, cluster_features
 from gpuseg.features import AlphaMode, ColorSpace, Features, build_features
 from gpuseg.io import DEFAULT_MAX_PIXELS, commit, load_image, npy_writer, png_writer, save_json, stage
-from gpuseg.labels import check_png_labels, labels_to_png, overlay
+from gpuseg.labels import check_png_labels, labels_to_png, overlay, to_rgb8
 from gpuseg.report import REPORT_KEYS, STAGES, StageTimer, cluster_summary
 
 DEFAULT_EPS = 0.05
@@ -48,6 +48,7 @@ def segment(
     device: str = "auto",
     engine: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    truth: np.ndarray | str | os.PathLike[str] | None = None,
 ) -> SegmentResult:
     """Segment an image by DBSCAN on its pixels (the samples), with per-stage timings.
 
@@ -64,6 +65,9 @@ def segment(
         Where and how to cluster (see :func:`gpuseg.dbscan`).
     max_pixels : int
         Refuse larger images (see :func:`gpuseg.load_image`).
+    truth : ndarray or path, optional
+        A ground-truth label image of the same size: the report's ``quality`` then holds the adjusted Rand
+        index and the variation of information (noise counts as one more region).
 
     Returns
     -------
@@ -118,36 +122,67 @@ def segment(
         **cluster_summary(run.labels),
         "timings_s": timings,
         "cluster_stages_s": run.sub_seconds,
+        "quality": None if truth is None else _quality(labels, truth, max_pixels),
     }
     assert tuple(report) == REPORT_KEYS
     return SegmentResult(labels=labels, image=image, features=features, report=report)
 
 
-def output_paths(stem_path: Path) -> dict[str, Path]:
-    """The four output files of an image, named ``<stem><suffix>`` in the stem's folder."""
-    return {suffix: stem_path.with_name(stem_path.name + suffix) for suffix in OUTPUT_SUFFIXES}
+def _quality(labels: np.ndarray, truth, max_pixels: int) -> dict[str, float]:
+    from gpuseg.quality import quality
+
+    if isinstance(truth, (str, os.PathLike)):
+        truth = load_image(truth, max_pixels=max_pixels)
+    truth = np.asarray(truth)
+    if truth.ndim == 3:  # a colour-coded truth image: one region per colour
+        truth = np.unique(truth.reshape(-1, truth.shape[2]), axis=0, return_inverse=True)[1].reshape(truth.shape[:2])
+    if truth.shape != labels.shape:
+        raise ValueError(f"truth of shape {truth.shape} does not match the image's {labels.shape}")
+    return quality(labels, truth)
 
 
-def save_outputs(result: SegmentResult, stem_path: str | os.PathLike[str], *, overwrite: bool = False) -> list[Path]:
-    """Write labels (.labels.npy int32, .labels.png uint16 with 0 = noise), the overlay and the report.
+def output_paths(stem_path: Path, pictures=("overlay",), explain: bool = False) -> dict[str, Path]:
+    """The output files of an image, named ``<stem><suffix>`` in the stem's folder, the report last."""
+    suffixes = [".labels.npy", ".labels.png", *(f".{name}.png" for name in pictures)]
+    suffixes += [".explain.png"] if explain else []
+    return {suffix: stem_path.with_name(stem_path.name + suffix) for suffix in [*suffixes, ".json"]}
+
+
+def save_outputs(
+    result: SegmentResult,
+    stem_path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    pictures: tuple[str, ...] = ("overlay",),
+    explain: np.ndarray | None = None,
+) -> list[Path]:
+    """Write the labels (.labels.npy int32; .labels.png uint16, 0 = noise), the ``pictures`` (any of
+    overlay, mean, boundaries, noise), the ``explain`` panel when given, and the report (.json).
 
     The files are encoded in parallel into temporary files and renamed into place only when all of them
     are written: a failure leaves none of them (and no partial file). With ``overwrite=False`` nothing is
     written if any output exists. The report's ``save`` and ``total`` timings include the writing.
     """
     from gpuseg.errors import OutputExistsError
+    from gpuseg.pictures import PICTURES, picture
 
-    paths = output_paths(Path(stem_path))
+    unknown = [p for p in pictures if p not in PICTURES]
+    if unknown:
+        raise ValueError(f"pictures {unknown} are not among {', '.join(PICTURES)}")
+    paths = output_paths(Path(stem_path), pictures, explain is not None)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{', '.join(existing)}: exist; pass --overwrite (overwrite=True) to replace them")
     start = time.perf_counter()
     check_png_labels(result.labels)
+    image = to_host(result.image)
     writers = {
         ".labels.npy": lambda: npy_writer(result.labels.astype(np.int32)),
         ".labels.png": lambda: png_writer(labels_to_png(result.labels)),
-        ".overlay.png": lambda: png_writer(overlay(to_host(result.image), result.labels)),
+        **{f".{name}.png": (lambda name=name: png_writer(picture(name, image, result.labels))) for name in pictures},
     }
+    if explain is not None:
+        writers[".explain.png"] = lambda: png_writer(explain)
     with ThreadPoolExecutor(len(writers)) as pool:  # encoders release the GIL
         futures = {s: pool.submit(lambda s=s: stage(paths[s], writers[s](), overwrite=overwrite)) for s in writers}
         staged = {}
@@ -168,3 +203,34 @@ def save_outputs(result: SegmentResult, stem_path: str | os.PathLike[str], *, ov
     result.report["timings_s"]["total"] += elapsed
     save_json(paths[".json"], result.report, overwrite=overwrite)
     return list(paths.values())
+
+
+def explain_panel(result: SegmentResult, *, device: str = "auto", engine: str = "auto") -> np.ndarray:
+    """One picture that shows what the clustering did: the input, the colour-only result, the colour +
+    position result (the parameters of ``result``, with xy_scale 0.01 where it had none) and its noise."""
+    from gpuseg.pictures import noise_map, panel
+
+    r = result.report
+    image = to_host(result.image)
+    options = dict(eps=r["eps"], min_samples=r["min_samples"], color=r["color"], alpha=r["alpha"])
+    options.update(device=device, engine=engine)
+    if r["xy_scale"] is None:
+        colour_only, with_xy = result, segment(image, xy_scale=DEFAULT_XY_SCALE, **options)
+    else:
+        colour_only, with_xy = segment(image, xy_scale=None, **options), result
+    xy = with_xy.report["xy_scale"]
+
+    def summary(res: SegmentResult) -> str:
+        return f"{res.report['n_clusters']} clusters, noise {res.report['noise_fraction']:.0%}"
+
+    params = f"{r['color']}, eps {r['eps']:g}, min_samples {r['min_samples']}"
+    tiles = [
+        (to_rgb8(image), f"input: {image.shape[1]}x{image.shape[0]} pixels = samples"),
+        (overlay(image, colour_only.labels), f"colour only ({params})\n{summary(colour_only)}"),
+        (
+            overlay(image, with_xy.labels),
+            f"colour + position, xy_scale {xy:g} (radius {int(r['eps'] / xy)} px)\n{summary(with_xy)}",
+        ),
+        (noise_map(image, with_xy.labels), "noise of colour + position (magenta)\nnot within eps of a core pixel"),
+    ]
+    return panel(tiles)

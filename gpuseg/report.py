@@ -33,6 +33,7 @@ REPORT_KEYS = (
     "cluster_sizes",
     "timings_s",
     "cluster_stages_s",
+    "quality",
 )
 """Every key of a report, in order (see the README's report reference)."""
 
