@@ -51,9 +51,11 @@ def suggest_eps(
     dense regions and steeply at the edges and the noise; the knee, the point of the curve farthest below
     the straight line from its first to its last point, separates the two.
 
-    For speed on large images, neighbours are searched among a random sample of ``SAMPLE_SIZE`` pixels
-    (all pixels below that) and the neighbour count scaled by the sampling fraction, for ``QUERY_SIZE``
-    random pixels of that sample; the same ``seed`` gives the same answer.
+    The curve is made of ``QUERY_SIZE`` random pixels (all of them in smaller images). With position
+    features their neighbours are searched in a window of the pixel grid around each (exact up to the
+    window's reach, see :func:`grid_k_distances`); with colour alone, among a random sample of
+    ``SAMPLE_SIZE`` pixels, the neighbour count scaled by the sampling fraction. The same ``seed`` gives the
+    same answer.
 
     Parameters
     ----------
@@ -84,18 +86,50 @@ def suggest_eps(
     if n < 2:
         raise ValueError(f"the image has {n} sample(s); a k-distance curve needs at least 2")
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, SAMPLE_SIZE, replace=False)) if n > SAMPLE_SIZE else np.arange(n)
-    points = features.matrix(sample)
-    queries = points[rng.choice(points.shape[0], QUERY_SIZE, replace=False)] if len(sample) > QUERY_SIZE else points
-    k = min(max(2, round(min_samples * len(sample) / n)), len(sample))
-    model = NearestNeighbors(n_neighbors=k, n_jobs=os.cpu_count()).fit(points)
-    distances = np.sort(model.kneighbors(queries)[0][:, -1])
+    if features.xy_scale is not None:  # neighbours lie on the pixel grid: search a window, no subsampling
+        queries = np.sort(rng.choice(n, min(n, QUERY_SIZE), replace=False))
+        distances, sample_size, k = grid_k_distances(features, queries, min_samples), n, min_samples
+    else:
+        sample = np.sort(rng.choice(n, SAMPLE_SIZE, replace=False)) if n > SAMPLE_SIZE else np.arange(n)
+        points = features.matrix(sample)
+        picked = rng.choice(len(sample), QUERY_SIZE, replace=False) if len(sample) > QUERY_SIZE else slice(None)
+        k = min(max(2, round(min_samples * len(sample) / n)), len(sample))
+        model = NearestNeighbors(n_neighbors=k, n_jobs=os.cpu_count()).fit(points)
+        distances = np.sort(model.kneighbors(points[picked])[0][:, -1])
+        sample_size = len(sample)
     knee = knee_index(distances)
     eps = float(distances[knee])
     if eps <= 0:  # flat images: every k-distance is 0 up to the knee
         eps = float(distances[distances > 0][0]) if (distances > 0).any() else 1e-6
     radius = None if features.xy_scale is None else int(math.floor(eps / features.xy_scale))
-    return EpsSuggestion(eps, min_samples, distances, knee, n, len(sample), k, features.xy_scale, radius)
+    return EpsSuggestion(eps, min_samples, distances, knee, n, sample_size, k, features.xy_scale, radius)
+
+
+WINDOW_RADIUS = 8
+"""Half-width in pixels of the window searched for a pixel's k nearest neighbours with position features."""
+
+
+def grid_k_distances(features, queries: np.ndarray, k: int) -> np.ndarray:
+    """Sorted k-distances of the sample pixels ``queries``, searching the (2R+1)^2 window of pixels around
+    each (R = ``WINDOW_RADIUS``, widened to hold k pixels). A pixel outside the window is more than
+    (R+1)·xy_scale away, so a k-distance below that is exact; larger ones are capped there."""
+    h, w = features.shape
+    radius = max(WINDOW_RADIUS, int(np.ceil(np.sqrt(k))))
+    dy, dx = (a.ravel() for a in np.mgrid[-radius : radius + 1, -radius : radius + 1])
+    pixels = np.arange(h * w) if features.mask is None else np.flatnonzero(features.mask.ravel())
+    y, x = np.divmod(pixels[queries], w)
+    yy, xx = y[:, None] + dy[None, :], x[:, None] + dx[None, :]
+    inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+    yy, xx = np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)
+    if features.mask is not None:
+        inside &= features.mask[yy, xx]
+    codes = features.colours
+    values = (lambda c: features.lut[c]) if features.lut is not None else (lambda c: c.astype(np.float64))
+    d2 = ((values(codes[yy, xx]) - values(codes[y, x])[:, None, :]) ** 2).sum(axis=2)
+    d2 += ((dx * features.xy_scale) ** 2 + (dy * features.xy_scale) ** 2)[None, :]
+    d2[~inside] = np.inf
+    kth = np.sqrt(np.partition(d2, min(k, d2.shape[1]) - 1, axis=1)[:, min(k, d2.shape[1]) - 1])
+    return np.sort(np.minimum(kth, (radius + 1) * features.xy_scale))
 
 
 def knee_index(curve: np.ndarray) -> int:

@@ -34,10 +34,27 @@ def test_suggested_eps_recovers_known_regions(color, xy_scale, rng):
 
 def test_suggestion_is_reproducible_and_samples_big_images():
     image = np.tile(shapes_image(120, 160, seed=1)[0], (4, 4, 1))  # 307,200 pixels > the sample size
-    a = gpuseg.suggest_eps(image, min_samples=20)
-    b = gpuseg.suggest_eps(image, min_samples=20)
+    a = gpuseg.suggest_eps(image, min_samples=20, color="rgb", xy_scale=None)
+    b = gpuseg.suggest_eps(image, min_samples=20, color="rgb", xy_scale=None)
     assert a.eps == b.eps and a.sample_size == 200_000 and len(a.k_distances) == 5_000
     assert a.neighbours_in_sample == round(20 * 200_000 / image[..., 0].size)
+    c = gpuseg.suggest_eps(image, min_samples=20, xy_scale=0.01)
+    assert c.sample_size == image[..., 0].size and c.neighbours_in_sample == 20
+
+
+def test_grid_k_distances_match_a_brute_force_search(rng):
+    from sklearn.neighbors import NearestNeighbors
+
+    from gpuseg.features import build_features
+    from gpuseg.suggest import WINDOW_RADIUS, grid_k_distances
+
+    image, _ = shapes_image(40, 50, seed=int(rng.integers(1000)))
+    features = build_features(image, color="rgb", xy_scale=0.02)  # k-distances well inside the window
+    X = features.matrix()
+    queries = np.sort(rng.choice(X.shape[0], 300, replace=False))
+    expected = np.sort(NearestNeighbors(n_neighbors=9).fit(X).kneighbors(X[queries])[0][:, -1])
+    reach = (WINDOW_RADIUS + 1) * 0.02  # beyond the window's reach the documented cap applies
+    np.testing.assert_allclose(grid_k_distances(features, queries, 9), np.minimum(expected, reach), rtol=1e-12)
 
 
 def test_knee_of_a_hand_made_curve():
