@@ -378,11 +378,11 @@ def info() -> None:
         console.print(f"gpu: {gpu.name}, {gpu.total_memory / 2**30:.1f} GiB ({gpu.free_memory / 2**30:.1f} GiB free)")
     else:
         console.print(f"gpu: none ({escape(gpu.reason or '')})")
-    table = Table("engine", "devices", "available", "what it is")
+    table = Table("engine", "devices", "usable here", "what it is")
     for spec in ENGINES.values():
         missing = spec.why_missing()
         kinds = [k for k in spec.runners if k == "cpu" or gpu.usable]
-        available = f"no: {missing}" if missing else ("yes" if kinds else "no: needs a GPU")
+        available = f"no: {missing}" if missing else (", ".join(kinds) if kinds else "no: needs a GPU")
         table.add_row(spec.name, ", ".join(spec.runners), escape(available), spec.summary)
     console.print(table)
 
