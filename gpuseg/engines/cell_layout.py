@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpuseg.arrays import to_host
 from gpuseg.engines.stencil import TIE_SLACK
 
 MAX_CELL_DIMS = 5
@@ -57,7 +58,7 @@ def cell_layout(points, eps: float, xp=np) -> CellLayout | None:
     lo = points.min(axis=0)
     coords = xp.floor((points - lo) / side).astype(xp.int64)
     extent = coords.max(axis=0) + 1
-    extent_host = [int(v) for v in (extent.get() if hasattr(extent, "get") else extent)]
+    extent_host = [int(v) for v in to_host(extent)]
     if math.prod(extent_host) >= 2**62:
         return None
     strides = np.cumprod([1, *extent_host[:0:-1]])[::-1].astype(np.int64)
