@@ -76,8 +76,9 @@ def cell_layout(points, eps: float, xp=np) -> CellLayout | None:
     )
 
 
-DENSE_TABLE_CELLS = 2**24
-"""Grids of at most this many cells get a lookup table from cell key to cell (else a binary search)."""
+DENSE_TABLE_CELLS = 2**26
+"""Grids of at most this many cells (a table of at most 256 MiB) get a lookup table from cell key to cell;
+larger ones a binary search."""
 
 
 def cell_table(layout: CellLayout, xp=np):
