@@ -7,21 +7,12 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 import gpuseg
 from gpuseg.labels import overlay, to_rgb8
+from gpuseg.pictures import panel
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def panel(image: np.ndarray, labels: np.ndarray, caption: str, width: int = 300) -> np.ndarray:
-    pair = np.hstack([to_rgb8(image), overlay(image, labels)])
-    height = int(round(pair.shape[0] * 2 * width / pair.shape[1]))
-    pair = cv2.resize(pair, (2 * width, height), interpolation=cv2.INTER_AREA)
-    bar = np.full((28, pair.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, caption, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([bar, pair])
 
 
 def main(out_dir: Path) -> None:
@@ -32,17 +23,17 @@ def main(out_dir: Path) -> None:
         "astronaut (scikit-image)": data.astronaut(),
         "coffee (scikit-image)": data.coffee(),
     }
-    panels = []
+    tiles = []
     for name, image in images.items():
         result = gpuseg.segment(image)
         r = result.report
-        caption = f"{name}: defaults, {r['n_clusters']} clusters, noise {r['noise_fraction']:.0%}"
-        panels.append(panel(image, result.labels, caption))
-        print(caption, f"cluster {r['timings_s']['cluster']:.2f} s")
-    width = max(p.shape[1] for p in panels)
-    panels = [np.pad(p, ((0, 6), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in panels]
+        tiles += [
+            (to_rgb8(image), f"{name}"),
+            (overlay(image, result.labels), f"defaults: {r['n_clusters']} clusters, noise {r['noise_fraction']:.0%}"),
+        ]
+        print(name, f"cluster {r['timings_s']['cluster']:.2f} s")
     out_dir.mkdir(parents=True, exist_ok=True)
-    picture = cv2.cvtColor(np.vstack(panels), cv2.COLOR_RGB2BGR)
+    picture = cv2.cvtColor(panel(tiles, width=300), cv2.COLOR_RGB2BGR)
     cv2.imwrite(str(out_dir / "defaults.jpg"), picture, [cv2.IMWRITE_JPEG_QUALITY, 85])
     explain(out_dir)
 

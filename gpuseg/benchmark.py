@@ -154,7 +154,7 @@ def _child(case: Case, engine: str, device: str, repeat: int, labels_path: str, 
 
 def _measure(case: Case, engine: str, device: str, repeat: int, labels_path: str) -> dict:
     from gpuseg.cluster import cluster_features
-    from gpuseg.engines.sklearn import available_memory, predicted_memory
+    from gpuseg.errors import MemoryLimitError
     from gpuseg.report import StageTimer
 
     params = dict(eps=case.eps, min_samples=case.min_samples, engine=engine, device=device)
@@ -162,15 +162,14 @@ def _measure(case: Case, engine: str, device: str, repeat: int, labels_path: str
         cluster_features(_small(case), **{**params, "min_samples": 3})  # compile and load kernels
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     features = make_features(case)
-    if engine == "sklearn":
-        need, have = predicted_memory(features.matrix(), case.eps), available_memory()
-        if need > 0.8 * have:
-            return {"reason": f"needs ~{need / 2**30:.1f} GiB for neighbourhoods, {have / 2**30:.1f} GiB available"}
     runs = 1 if engine.startswith("sklearn") and features.n_samples > POINTS_FOR_SKLEARN_REPEATS else repeat
     seconds, labels = [], None
     for _ in range(runs):
         timer = StageTimer()
-        labels = cluster_features(features, timer=timer, **params).labels
+        try:
+            labels = cluster_features(features, timer=timer, **params).labels
+        except MemoryLimitError as exc:  # scikit-learn's guard: a row with its reason
+            return {"reason": str(exc)}
         seconds.append(timer.seconds["cluster"])
     np.save(labels_path, labels)
     return {

@@ -16,6 +16,10 @@ from typing import Annotated, Optional
 import typer
 
 from gpuseg import __version__
+from gpuseg.device import DEVICES
+from gpuseg.engines import ENGINE_NAMES
+from gpuseg.features import ALPHA_MODES, COLOR_SPACES
+from gpuseg.pipeline import DEFAULT_COLOR, DEFAULT_EPS, DEFAULT_MIN_SAMPLES, DEFAULT_XY_SCALE
 
 app = typer.Typer(
     name="gpuseg",
@@ -26,31 +30,11 @@ app = typer.Typer(
 )
 
 
-class Color(StrEnum):
-    rgb = "rgb"
-    lab = "lab"
-    gray = "gray"
-
-
-class Alpha(StrEnum):
-    ignore = "ignore"
-    feature = "feature"
-    mask = "mask"
-
-
-class DeviceOpt(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    gpu = "gpu"
-
-
-class EngineOpt(StrEnum):
-    auto = "auto"
-    grid = "grid"
-    cells = "cells"
-    sklearn = "sklearn"
-    sklearn_merged = "sklearn-merged"
-    cuml = "cuml"
+# Choices come from the library's own lists, so the command line cannot drift from the API.
+Color = StrEnum("Color", {name: name for name in COLOR_SPACES})
+Alpha = StrEnum("Alpha", {name: name for name in ALPHA_MODES})
+DeviceOpt = StrEnum("DeviceOpt", {name: name for name in DEVICES})
+EngineOpt = StrEnum("EngineOpt", {name.replace("-", "_"): name for name in ENGINE_NAMES})
 
 
 def _err(message: str) -> None:
@@ -72,6 +56,9 @@ def main(
     """Segment images by clustering their pixels with exact DBSCAN, on CUDA GPUs and on CPUs."""
 
 
+ColorArg = Annotated[Color, typer.Option("--color", help="Colour features.")]
+AlphaArg = Annotated[Alpha, typer.Option("--alpha", help="What to do with an alpha channel.")]
+XyScaleArg = Annotated[float, typer.Option("--xy-scale", help="Position features x*s, y*s; 0 for colour only.")]
 EpsOpt = Annotated[float, typer.Option("--eps", help="DBSCAN radius in feature units (colours in [0, 1]).")]
 MinSamplesOpt = Annotated[int, typer.Option("--min-samples", help="Neighbourhood weight that makes a core sample.")]
 DeviceArg = Annotated[DeviceOpt, typer.Option("--device", help="auto: a CUDA GPU when there is one.")]
@@ -81,13 +68,11 @@ EngineArg = Annotated[EngineOpt, typer.Option("--engine", help="auto: gpuseg's e
 @app.command()
 def segment(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF, BMP, WebP, ...).")],
-    eps: EpsOpt = 0.05,
-    min_samples: MinSamplesOpt = 20,
-    color: Annotated[Color, typer.Option("--color", help="Colour features.")] = Color.lab,
-    alpha: Annotated[Alpha, typer.Option("--alpha", help="What to do with an alpha channel.")] = Alpha.ignore,
-    xy_scale: Annotated[
-        float, typer.Option("--xy-scale", help="Position features x*s, y*s; 0 for colour only.")
-    ] = 0.01,
+    eps: EpsOpt = DEFAULT_EPS,
+    min_samples: MinSamplesOpt = DEFAULT_MIN_SAMPLES,
+    color: ColorArg = Color(DEFAULT_COLOR),
+    alpha: AlphaArg = Alpha.ignore,
+    xy_scale: XyScaleArg = DEFAULT_XY_SCALE,
     device: DeviceArg = DeviceOpt.auto,
     engine: EngineArg = EngineOpt.auto,
     out_dir: Annotated[
@@ -189,12 +174,10 @@ def _report_table(report: dict):
 @app.command()
 def suggest(
     image: Annotated[Path, typer.Argument(help="The image to segment.")],
-    min_samples: MinSamplesOpt = 20,
-    color: Annotated[Color, typer.Option("--color", help="Colour features.")] = Color.lab,
-    alpha: Annotated[Alpha, typer.Option("--alpha", help="What to do with an alpha channel.")] = Alpha.ignore,
-    xy_scale: Annotated[
-        float, typer.Option("--xy-scale", help="Position features x*s, y*s; 0 for colour only.")
-    ] = 0.01,
+    min_samples: MinSamplesOpt = DEFAULT_MIN_SAMPLES,
+    color: ColorArg = Color(DEFAULT_COLOR),
+    alpha: AlphaArg = Alpha.ignore,
+    xy_scale: XyScaleArg = DEFAULT_XY_SCALE,
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Where the k-distance plot goes (default <stem>.kdist.png).")
     ] = None,

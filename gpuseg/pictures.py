@@ -66,8 +66,12 @@ def panel(tiles: list[tuple[np.ndarray, str]], columns: int = 2, width: int = 42
         for i, line in enumerate(lines):
             cv2.putText(bar, line, (6, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         rendered.append(np.vstack([bar, resized]))
-    height = max(t.shape[0] for t in rendered)
-    rendered = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in rendered]
-    rendered += [np.full_like(rendered[0], 255)] * (-len(rendered) % columns)
-    rows = [np.hstack(rendered[i : i + columns]) for i in range(0, len(rendered), columns)]
+    rendered += [np.full((1, width, 3), 255, np.uint8)] * (-len(rendered) % columns)
+    rows = []
+    for i in range(0, len(rendered), columns):  # each row as tall as its tallest tile
+        row = rendered[i : i + columns]
+        height = max(t.shape[0] for t in row)
+        rows.append(
+            np.hstack([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in row])
+        )
     return np.vstack(rows)

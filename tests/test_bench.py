@@ -32,7 +32,7 @@ def test_quick_bench_writes_checked_outputs(tmp_path):
     assert ("RGBA logo 500x500, alpha feature (seed recipe)", "cells") in ran
     assert ("photo 0.25 MP rgb+xy", "grid") in ran
     refused = [r for r in rows if r["engine"] == "sklearn" and r["case"].startswith("RGBA logo")][0]
-    assert "GiB for neighbourhoods" in refused["reason"]
+    assert "scikit-learn would need about" in refused["reason"] and "GiB is available" in refused["reason"]
 
 
 def test_suite_plan():

@@ -36,11 +36,21 @@ def number_cells(roots, first_core, xp=np):
     return xp.where(has, rank[xp.maximum(roots, 0)], -1)
 
 
+def overflow_fallback(job: Job) -> np.ndarray:
+    """scikit-learn on merged rows, on the host, when the cell keys of the points would not fit in 62 bits."""
+    from gpuseg.arrays import to_host
+    from gpuseg.engines.sklearn import run_sklearn_merged
+
+    job.note = "cell keys overflow 62 bits for this spread of points; scikit-learn on merged rows ran"
+    job.features = job.features.map_arrays(to_host)
+    job.weights = None if job.weights is None else to_host(job.weights)
+    return run_sklearn_merged(job)
+
+
 def run_cells_cpu(job: Job) -> np.ndarray:
     from gpuseg.engines import _cells_cpu as k
     from gpuseg.engines._unionfind import flatten_roots
     from gpuseg.engines.merge import merge_rows
-    from gpuseg.engines.sklearn import run_sklearn_merged
 
     require_nonnegative_weights(job, "cells")
     with job.sub_stage("merge"):
@@ -48,8 +58,7 @@ def run_cells_cpu(job: Job) -> np.ndarray:
     with job.sub_stage("cells"):
         layout = cell_layout(merged.points, job.eps)
         if layout is None:
-            job.note = "cell keys overflow 62 bits for this spread of points; scikit-learn on merged rows ran"
-            return run_sklearn_merged(job)
+            return overflow_fallback(job)
         points = np.ascontiguousarray(merged.points[layout.order])
         weights = merged.weights[layout.order]
         offsets = neighbour_offsets(job.eps, points.shape[1])

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from gpuseg.arrays import scatter_min, to_host
+from gpuseg.arrays import scatter_min
 from gpuseg.engines.base import Job, require_nonnegative_weights
 from gpuseg.engines.cell_layout import cell_layout, cell_table, neighbour_offsets
-from gpuseg.engines.cells import number_cells
+from gpuseg.engines.cells import number_cells, overflow_fallback
 from gpuseg.engines.gpu_common import THREADS_1D, blocks_1d, find, flatten_roots, union
 from gpuseg.engines.merge import merge_rows
 
@@ -156,12 +156,7 @@ def run_cells_device(job: Job, xp):
     with job.sub_stage("cells"):
         layout = cell_layout(merged.points, job.eps, xp)
         if layout is None:
-            from gpuseg.engines.sklearn import run_sklearn_merged
-
-            job.note = "cell keys overflow 62 bits for this spread of points; scikit-learn on merged rows ran"
-            job.features = job.features.map_arrays(to_host)
-            job.weights = None if job.weights is None else to_host(job.weights)
-            return run_sklearn_merged(job)
+            return overflow_fallback(job)
         points = xp.ascontiguousarray(merged.points[layout.order])
         weights = merged.weights[layout.order]
         n_cells = layout.start.shape[0] - 1

@@ -21,22 +21,16 @@ def unsupported(job: Job) -> str | None:
     return None
 
 
-def grid_weights(job: Job, xp=np):
-    """Per-pixel weights (H, W): the sample weights scattered onto the grid, or a broadcast 1.0."""
-    shape = job.features.shape
+def scattered_weights(job: Job, xp=np):
+    """The sample weights on the pixel grid (H, W), 0 where a pixel is not a sample; None without weights."""
     if job.weights is None:
-        return xp.broadcast_to(xp.float64(1.0), shape)
-    grid = xp.zeros(shape, dtype=xp.float64)
+        return None
+    grid = xp.zeros(job.features.shape, dtype=xp.float64)
     if job.features.mask is None:
-        grid[...] = xp.asarray(job.weights).reshape(shape)
+        grid[...] = xp.asarray(job.weights).reshape(grid.shape)
     else:
         grid[xp.asarray(job.features.mask)] = xp.asarray(job.weights)
     return grid
-
-
-def grid_mask(job: Job, xp=np):
-    mask = job.features.mask
-    return xp.broadcast_to(xp.bool_(True), job.features.shape) if mask is None else xp.asarray(mask)
 
 
 def sample_labels(labels_flat, job: Job):
@@ -63,8 +57,10 @@ def run_grid_cpu(job: Job) -> np.ndarray:
     dy, dx = stencil(job.eps, f.xy_scale, h, w)
     half = forward_half(dy, dx)
     fdy, fdx = np.ascontiguousarray(dy[half]), np.ascontiguousarray(dx[half])
-    mask = grid_mask(job)
-    weights = grid_weights(job)
+    mask = f.mask if f.mask is not None else np.broadcast_to(np.True_, (h, w))
+    weights = scattered_weights(job)
+    if weights is None:
+        weights = np.broadcast_to(np.float64(1.0), (h, w))
     eps2 = job.eps2
     with job.sub_stage("count"):
         core = np.zeros((h, w), dtype=np.bool_)

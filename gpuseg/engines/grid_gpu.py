@@ -12,7 +12,7 @@ from numba import cuda, float64
 from gpuseg.engines._unionfind import number_by_root
 from gpuseg.engines.base import Job, require_nonnegative_weights
 from gpuseg.engines.gpu_common import THREADS_1D, THREADS_2D, blocks_1d, blocks_2d, find, flatten_roots, union_from
-from gpuseg.engines.grid import sample_labels
+from gpuseg.engines.grid import sample_labels, scattered_weights
 from gpuseg.engines.stencil import forward_half, stencil
 
 
@@ -266,14 +266,10 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
         xp,
     )
     masked = f.mask is not None
-    weighted = job.weights is not None
-    weights = xp.ones((1, 1), dtype=xp.float64)
-    if weighted:
-        weights = xp.zeros((h, w), dtype=xp.float64)
-        if masked:
-            weights[f.mask] = job.weights
-        else:
-            weights[...] = job.weights.reshape(h, w)
+    weights = scattered_weights(job, xp)
+    weighted = weights is not None
+    if not weighted:
+        weights = xp.ones((1, 1), dtype=xp.float64)  # not read: the kernels add 1.0 per neighbour
     image = Window(
         f.colours,
         f.lut if f.lut is not None else xp.zeros(1),
