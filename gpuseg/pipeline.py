@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from gpuseg import __version__
 from gpuseg.arrays import array_module, to_host
 from gpuseg.cluster import check_parameters, cluster_features
 from gpuseg.features import AlphaMode, ColorSpace, Features, build_features
-from gpuseg.io import DEFAULT_MAX_PIXELS, commit, load_image, npy_writer, png_writer, save_json, stage
+from gpuseg.io import DEFAULT_MAX_PIXELS, OutputSet, json_writer, load_image, npy_writer, png_writer, stage_all
 from gpuseg.labels import check_png_labels, labels_to_png, overlay, to_rgb8
 from gpuseg.report import REPORT_KEYS, STAGES, StageTimer, cluster_summary
 
@@ -60,7 +59,7 @@ def segment(
     eps, min_samples
         DBSCAN's parameters, in feature units (colours scaled to [0, 1]; positions times ``xy_scale``).
     color, alpha, xy_scale
-        The features (see :func:`gpuseg.pixel_features`). ``xy_scale=None`` clusters colour alone.
+        The features (see :func:`gpuseg.pixel_features`). ``xy_scale`` None or 0 clusters colour alone.
     device, engine
         Where and how to cluster (see :func:`gpuseg.dbscan`).
     max_pixels : int
@@ -113,7 +112,7 @@ def segment(
         "min_samples": int(min_samples),
         "color": color,
         "alpha": alpha,
-        "xy_scale": xy_scale,
+        "xy_scale": features.xy_scale,
         "device": run.device.kind,
         "device_name": run.device.name,
         "engine": run.engine,
@@ -157,52 +156,47 @@ def save_outputs(
     explain: np.ndarray | None = None,
 ) -> list[Path]:
     """Write the labels (.labels.npy int32; .labels.png uint16, 0 = noise), the ``pictures`` (any of
-    overlay, mean, boundaries, noise), the ``explain`` panel when given, and the report (.json).
+    overlay, mean, boundaries, noise), the ``explain`` panel when given, and the report (.json) last.
 
-    The files are encoded in parallel into temporary files and renamed into place only when all of them
-    are written: a failure leaves none of them (and no partial file). With ``overwrite=False`` nothing is
-    written if any output exists. The report's ``save`` and ``total`` timings include the writing.
+    All the files appear together or none does (:class:`gpuseg.io.OutputSet`): they are encoded in parallel
+    into hidden temporary files, the report is written once they all are, and only then are they renamed into
+    place; a failure or an interrupt at any point leaves no file behind. With ``overwrite=False`` nothing is
+    written if any output exists. The report gains ``outputs`` (the files) and its ``save`` and ``total``
+    timings include the writing.
+
+    Raises
+    ------
+    OutputExistsError
+        An output exists and ``overwrite`` is False.
+    ValueError
+        An unknown picture, or more clusters than a 16-bit label PNG holds.
     """
-    from gpuseg.errors import OutputExistsError
     from gpuseg.pictures import PICTURES, picture
 
     unknown = [p for p in pictures if p not in PICTURES]
     if unknown:
         raise ValueError(f"pictures {unknown} are not among {', '.join(PICTURES)}")
     paths = output_paths(Path(stem_path), pictures, explain is not None)
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"{', '.join(existing)}: exist; pass --overwrite (overwrite=True) to replace them")
     start = time.perf_counter()
     check_png_labels(result.labels)
     image = to_host(result.image)
-    writers = {
-        ".labels.npy": lambda: npy_writer(result.labels.astype(np.int32)),
-        ".labels.png": lambda: png_writer(labels_to_png(result.labels)),
-        **{f".{name}.png": (lambda name=name: png_writer(picture(name, image, result.labels))) for name in pictures},
+    renders = {
+        paths[".labels.npy"]: lambda: npy_writer(result.labels.astype(np.int32)),
+        paths[".labels.png"]: lambda: png_writer(labels_to_png(result.labels)),
+        **{paths[f".{n}.png"]: (lambda n=n: png_writer(picture(n, image, result.labels))) for n in pictures},
     }
     if explain is not None:
-        writers[".explain.png"] = lambda: png_writer(explain)
-    with ThreadPoolExecutor(len(writers)) as pool:  # encoders release the GIL
-        futures = {s: pool.submit(lambda s=s: stage(paths[s], writers[s](), overwrite=overwrite)) for s in writers}
-        staged = {}
-        errors = []
-        for suffix, future in futures.items():
-            try:
-                staged[suffix] = future.result()
-            except Exception as exc:
-                errors.append(exc)
-    if errors:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
-        raise errors[0]
-    for suffix, tmp in staged.items():
-        commit(tmp, paths[suffix])
-    elapsed = time.perf_counter() - start
-    result.report["timings_s"]["save"] = elapsed
-    result.report["timings_s"]["total"] += elapsed
-    save_json(paths[".json"], result.report, overwrite=overwrite)
-    return list(paths.values())
+        renders[paths[".explain.png"]] = lambda: png_writer(explain)
+    with OutputSet(paths.values(), overwrite=overwrite) as outputs:
+        stage_all(outputs, renders, threads=len(renders))
+        elapsed = time.perf_counter() - start
+        timings = dict(result.report["timings_s"], save=elapsed)
+        timings["total"] = timings.get("total", 0.0) + elapsed
+        report = {**result.report, "timings_s": timings, "outputs": [str(p) for p in paths.values()]}
+        outputs.stage(paths[".json"], json_writer(report))
+        written = outputs.commit()
+    result.report = report
+    return written
 
 
 def explain_panel(result: SegmentResult, *, device: str = "auto", engine: str = "auto") -> np.ndarray:

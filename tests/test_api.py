@@ -23,7 +23,7 @@ def test_public_names():
         assert hasattr(gpuseg, name)
 
 
-def test_dbscan_matches_sklearn_on_fresh_random_duplicates(rng):
+def test_dbscan_matches_sklearn_on_random_duplicates(rng):
     X = rng.integers(0, 6, size=(3000, 3)).astype(float) / 5  # heavy duplicates
     w = rng.uniform(0.5, 2.0, X.shape[0])
     got = gpuseg.dbscan(X, eps=0.25, min_samples=40, sample_weight=w)
@@ -173,6 +173,7 @@ def test_gpu_out_of_memory_falls_back_under_auto_and_is_an_error_under_gpu(monke
         cluster, "resolve_device", lambda d: Device("cpu", "cpu") if d == "cpu" else FakeGpu("gpu", "fake")
     )
     monkeypatch.setattr(gpu_common, "features_to_device", lambda f: f)
+    monkeypatch.setattr(grid_gpu, "whole_image_fits", lambda job: True)
 
     def out_of_memory(job):
         raise OutOfMemoryError("Out of memory allocating 1,000,000,000 bytes")

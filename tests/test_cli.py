@@ -126,7 +126,7 @@ def test_bad_option_value_is_a_usage_error(image_file):
 def test_bad_eps_is_reported_per_image(image_file, tmp_path):
     result = runner.invoke(app, ["segment", str(image_file), "--eps", "-1", "--out-dir", str(tmp_path / "o")])
     assert result.exit_code == 1
-    assert "eps=-1.0 must be a positive finite number" in result.output
+    assert "--eps -1.0 must be a positive finite number" in result.output
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])

@@ -39,7 +39,7 @@ def check_engine(features, eps, min_samples, engine, weights=None, device="cpu")
 
 @pytest.mark.parametrize("engine", CPU_ENGINES)
 @pytest.mark.parametrize("dims", [1, 2, 3, 4, 5])
-def test_random_blobs_fresh_each_run(engine, dims, rng):
+def test_random_blobs_seeded(engine, dims, rng):
     n = int(rng.integers(200, 1500))
     X, _ = make_blobs(n_samples=n, n_features=dims, centers=int(rng.integers(1, 6)), random_state=rng.integers(2**31))
     eps = float(rng.uniform(0.2, 1.2))
@@ -145,7 +145,7 @@ def test_images(case, engine):
 
 
 @pytest.mark.parametrize("engine", ["grid", "cells"])
-def test_random_images_with_weights_fresh_each_run(engine, rng):
+def test_random_images_with_weights_seeded(engine, rng):
     h, w = int(rng.integers(1, 40)), int(rng.integers(1, 40))
     levels = int(rng.integers(2, 12))  # few levels: many equal colours and near-equal distances
     image = (rng.integers(0, levels, (h, w, 3)) * (255 // levels)).astype(np.uint8)

@@ -8,6 +8,7 @@ import numpy as np
 
 from gpuseg.device import Device
 from gpuseg.features import Features
+from gpuseg.interrupts import stop_flag
 from gpuseg.report import StageTimer
 
 
@@ -27,6 +28,8 @@ class Job:
     timer: StageTimer = field(default_factory=StageTimer)
     sub_seconds: dict[str, float] = field(default_factory=dict)
     note: str | None = None
+    stop: np.ndarray = field(default_factory=stop_flag)
+    """Set when the caller was interrupted: the CPU kernels then skip the rest of their work."""
 
     @property
     def eps2(self) -> float:

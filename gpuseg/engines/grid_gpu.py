@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 from numba import cuda, float64
 
+from gpuseg.arrays import array_module
 from gpuseg.engines._unionfind import number_by_root
 from gpuseg.engines.base import Job, require_nonnegative_weights
 from gpuseg.engines.gpu_common import THREADS_1D, THREADS_2D, blocks_1d, blocks_2d, find, flatten_roots, union_from
 from gpuseg.engines.grid import sample_labels, scattered_weights
-from gpuseg.engines.stencil import forward_half, stencil
+from gpuseg.engines.stencil import forward_half, stencil, stencil_radius
 
 
 @cuda.jit(device=True, inline=True)
@@ -227,8 +228,8 @@ class Window:
     ys: object
 
     def rows(self, lo: int, hi: int, xp) -> Window:
-        def cut(a, full):
-            return xp.ascontiguousarray(a[lo:hi]) if full else a
+        def cut(a, full):  # host arrays are uploaded here, one band at a time
+            return xp.ascontiguousarray(xp.asarray(a[lo:hi])) if full else a
 
         return Window(
             cut(self.colours, True),
@@ -245,12 +246,14 @@ class Window:
 def run_grid_device(job: Job, xp, band_rows: int | None = None):
     """The grid engine on the GPU; ``xp`` is CuPy, or NumPy under the CUDA simulator.
 
-    An image whose arrays would not fit in free device memory is done in bands of ``band_rows`` rows, each
-    with a halo of the stencil radius, and the bands' components are joined exactly on the host.
+    Features already on the device (they fit, see :func:`whole_image_fits`) run whole. Features left in host
+    memory run in bands of ``band_rows`` rows (as many as fit in free device memory unless given), each
+    uploaded with a halo of the stencil radius, and the bands' components are joined exactly on the host.
     """
     require_nonnegative_weights(job, "grid")
     f = job.features
     h, w = f.shape
+    resident = array_module(f.colours) is xp
     dy_host, dx_host = stencil(job.eps, f.xy_scale, h, w)
     radius = int(max(np.abs(dy_host).max(initial=0), np.abs(dx_host).max(initial=0)))
     half = forward_half(dy_host, dx_host)
@@ -266,13 +269,13 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
         xp,
     )
     masked = f.mask is not None
-    weights = scattered_weights(job, xp)
+    weights = scattered_weights(job, xp if resident else np)
     weighted = weights is not None
     if not weighted:
         weights = xp.ones((1, 1), dtype=xp.float64)  # not read: the kernels add 1.0 per neighbour
     image = Window(
         f.colours,
-        f.lut if f.lut is not None else xp.zeros(1),
+        xp.asarray(f.lut) if f.lut is not None else xp.zeros(1),
         f.mask if masked else xp.ones((1, 1), dtype=xp.bool_),
         masked,
         weights,
@@ -281,8 +284,8 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
         xp.arange(h, dtype=xp.int64) * f.xy_scale,
     )
     if band_rows is None:
-        band_rows = rows_that_fit(h, w, f.colours.itemsize * f.colours.shape[2], radius, xp)
-    if band_rows >= h:
+        band_rows = h if resident else rows_that_fit(h, w, f.colours.itemsize * f.colours.shape[2], radius, xp)
+    if band_rows >= h and resident:
         with job.sub_stage("count"):
             core = stages.count(image)
         with job.sub_stage("union"):
@@ -293,7 +296,20 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
         with job.sub_stage("borders"):
             stages.attach_borders(image, core, labels)
         return sample_labels(labels, job)
-    return sample_labels(banded(job, stages, image, h, w, max(band_rows, 1), radius, xp), job)
+    return sample_labels(banded(job, stages, image, h, w, max(min(band_rows, h), 1), radius, xp), job)
+
+
+def whole_image_fits(job: Job) -> bool:
+    """Do the image's features and the whole-image path's work arrays fit in free device memory? If not, the
+    features stay in host memory and :func:`run_grid_device` uploads them band by band."""
+    import cupy
+
+    f = job.features
+    if not f.is_image or f.xy_scale is None:
+        return True
+    h, w = f.shape
+    radius = min(stencil_radius(job.eps, f.xy_scale), h)
+    return rows_that_fit(h, w, f.colours.itemsize * f.colours.shape[2], radius, cupy) >= h
 
 
 def rows_that_fit(h: int, w: int, colour_bytes: int, radius: int, xp) -> int:
