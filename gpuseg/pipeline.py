@@ -18,7 +18,7 @@ from gpuseg.io import DEFAULT_MAX_PIXELS, OutputSet, json_writer, load_image, np
 from gpuseg.labels import check_png_labels, labels_to_png, overlay, to_rgb8
 from gpuseg.report import REPORT_KEYS, STAGES, StageTimer, cluster_summary
 
-DEFAULT_EPS = 0.05
+DEFAULT_EPS = 0.055
 DEFAULT_MIN_SAMPLES = 20
 DEFAULT_COLOR: ColorSpace = "lab"
 DEFAULT_XY_SCALE = 0.01
