@@ -141,6 +141,33 @@ def main(
     ] = None,
 ) -> None:
     """Segment images by clustering their pixels with exact DBSCAN, on CUDA GPUs and on CPUs."""
+    if "numba" not in sys.modules:  # compiled kernels are cached where this user can write, whatever the install
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
+
+
+def cache_dir() -> Path:
+    """gpuseg's cache folder: $XDG_CACHE_HOME/gpuseg or ~/.cache/gpuseg."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpuseg"
+
+
+@contextlib.contextmanager
+def _first_run_notice():
+    """Say once per machine (and gpuseg and numba version) that the first run compiles the kernels."""
+    from importlib import metadata
+
+    marker = cache_dir() / f"kernels-{__version__}-numba-{metadata.version('numba')}.ready"
+    first = not marker.exists()
+    if first:
+        typer.echo(
+            f"first run: compiling gpuseg's kernels for this machine (10-20 s, cached in "
+            f"{os.environ.get('NUMBA_CACHE_DIR', 'numba cache')})",
+            err=True,
+        )
+    yield
+    if first:
+        with contextlib.suppress(OSError):
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
 
 
 ColorArg = Annotated[Color, typer.Option("--color", help="Colour features.")]
@@ -209,6 +236,7 @@ def segment(
     )
     with (
         _command_frame(),
+        _first_run_notice(),
         Progress(console=Console(stderr=True), disable=len(images) < 2, transient=True) as progress,
     ):
         task = progress.add_task("segmenting", total=len(images))
@@ -311,7 +339,7 @@ def suggest(
 
     scale = xy_scale or None
     plot = plot or image.with_name(image.stem + ".kdist.png")
-    with _command_frame():
+    with _command_frame(), _first_run_notice():
         if plot.exists() and not overwrite:
             raise OutputExistsError(f"{plot}: exists; pass --overwrite to replace it, or choose --plot")
         s = suggest_eps(
@@ -351,7 +379,7 @@ def cluster(
     from gpuseg.io import atomic_write, save_npy
 
     out = out or points.with_name(points.stem + ".labels.npy")
-    with _command_frame():
+    with _command_frame(), _first_run_notice():
         if out.suffix not in (".npy", ".csv"):
             raise ValueError(f"--out {out}: the labels file must end in .npy or .csv")
         if out.exists() and not overwrite:

@@ -432,3 +432,12 @@ def test_one_cluster_is_singular(tmp_path):
     result = runner.invoke(app, ["segment", str(path), "--min-samples", "3"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     assert "1 cluster," in result.output and "1 clusters" not in result.output
+
+
+def test_first_run_says_once_that_it_compiles(scene, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    outputs = ["--out-dir", str(tmp_path / "o"), "--overwrite"]
+    first = runner.invoke(app, ["segment", str(scene), *outputs])
+    again = runner.invoke(app, ["segment", str(scene), *outputs])
+    assert first.exit_code == again.exit_code == 0
+    assert "first run: compiling" in first.output and "first run" not in again.output
