@@ -18,9 +18,22 @@ from gpuseg.synthetic import shapes_image
 NO_GPU = not gpu_status().usable
 
 
-def test_public_names():
-    for name in ("load_image", "pixel_features", "dbscan", "segment", "__version__"):
-        assert hasattr(gpuseg, name)
+def test_public_names_are_the_documented_functions():
+    import gpuseg.cluster
+    import gpuseg.features
+    import gpuseg.io
+    import gpuseg.pipeline
+    import gpuseg.suggest
+
+    assert gpuseg.dbscan is gpuseg.cluster.dbscan
+    assert gpuseg.pixel_features is gpuseg.features.pixel_features
+    assert gpuseg.load_image is gpuseg.io.load_image
+    assert gpuseg.segment is gpuseg.pipeline.segment
+    assert gpuseg.suggest_eps is gpuseg.suggest.suggest_eps
+    assert issubclass(gpuseg.GpusegError, Exception)
+    assert set(gpuseg.__all__) == {*gpuseg._LAZY, "__version__"}
+    with pytest.raises(AttributeError, match="no attribute 'segmnet'"):
+        gpuseg.segmnet  # noqa: B018
 
 
 def test_dbscan_matches_sklearn_on_random_duplicates(rng):
