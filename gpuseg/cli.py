@@ -197,6 +197,10 @@ def segment(
     as_json: Annotated[bool, _flag("--json", "Print one JSON document with every report.")] = False,
     overwrite: Annotated[bool, _flag("--overwrite", "Replace existing outputs.")] = False,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse larger images.")] = 2**28,
+    max_memory: Annotated[
+        Optional[float],
+        typer.Option("--max-memory", help="Refuse runs predicted to need more bytes [default: what is available]."),
+    ] = None,
     save: Annotated[
         str, typer.Option("--save", help="Pictures to write: any of overlay,mean,boundaries,noise (or none).")
     ] = "overlay",
@@ -233,6 +237,7 @@ def segment(
         device=device.value,
         engine=engine.value,
         max_pixels=max_pixels,
+        max_memory=None if max_memory is None else int(max_memory),
     )
     with (
         _command_frame(),
@@ -258,9 +263,13 @@ def segment(
 
 
 def _segment_one(path: Path, stem: Path, options: dict, truth, overwrite: bool, pictures, explain: bool) -> dict:
-    from gpuseg.pipeline import explain_panel, save_outputs
+    from gpuseg.pipeline import check_run_memory, explain_panel, save_outputs
     from gpuseg.pipeline import segment as run_segment
 
+    check_run_memory(
+        path, color=options["color"], xy_scale=options["xy_scale"], pictures=len(pictures), explain=explain,
+        max_memory=options["max_memory"],
+    )  # fmt: skip
     result = run_segment(path, truth=truth, **options)
     panel = explain_panel(result, device=options["device"], engine=options["engine"]) if explain else None
     save_outputs(result, stem, overwrite=overwrite, pictures=pictures, explain=panel)
@@ -377,6 +386,7 @@ def cluster(
     from gpuseg.cluster import cluster_features
     from gpuseg.features import points_features
     from gpuseg.io import atomic_write, save_npy
+    from gpuseg.points import read_points
 
     out = out or points.with_name(points.stem + ".labels.npy")
     with _command_frame(), _first_run_notice():
@@ -384,7 +394,7 @@ def cluster(
             raise ValueError(f"--out {out}: the labels file must end in .npy or .csv")
         if out.exists() and not overwrite:
             raise OutputExistsError(f"{out}: exists; pass --overwrite to replace it")
-        X = _read_points(points)
+        X = read_points(points)
         run = cluster_features(
             points_features(X), eps=eps, min_samples=min_samples, device=device.value, engine=engine.value
         )
@@ -399,29 +409,6 @@ def cluster(
         f"{points}: {labels.size:,} samples, {clusters}, noise {(labels < 0).mean():.1%}, "
         f"engine {run.engine} on {run.device.kind} -> {out}"
     )
-
-
-def _read_points(path: Path):
-    import numpy as np
-
-    from gpuseg.errors import GpusegError
-
-    if not path.is_file():
-        raise GpusegError(f"{path}: no such file")
-    if path.suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise GpusegError(f"{path}: not a numeric .npy array ({exc})") from exc
-    if path.suffix == ".csv":
-        try:
-            return np.loadtxt(path, delimiter=",", ndmin=2)
-        except ValueError:
-            try:  # one header line
-                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
-            except ValueError as exc:
-                raise GpusegError(f"{path}: not a numeric CSV table ({exc})") from exc
-    raise GpusegError(f"{path}: points must be a .npy or .csv file")
 
 
 @app.command()

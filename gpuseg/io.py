@@ -1,12 +1,18 @@
-"""Reading images with OpenCV and writing outputs atomically."""
+"""Reading images with OpenCV (header first, bounded) and writing outputs all together or not at all."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
+import stat
 import struct
+import sys
+import tempfile
 import threading
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from gpuseg.errors import GpusegError, ImageError, OutputExistsError
+from gpuseg.headers import ImageHeader, read_header
 
 DEFAULT_MAX_PIXELS = 2**28
 """Largest image (width * height) :func:`load_image` accepts unless told otherwise."""
@@ -26,9 +33,10 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     Parameters
     ----------
     path : str or path-like
-        Any file OpenCV decodes: PNG, JPEG, TIFF, BMP, WebP, ... 8- or 16-bit, grey, RGB or RGBA.
+        A PNG, JPEG, TIFF, BMP, WebP or PNM/PAM/PFM file (see :data:`gpuseg.headers.FORMATS`), 8- or 16-bit
+        (32-bit float for TIFF and PFM), grey, RGB or RGBA.
     max_pixels : int, optional
-        Refuse images with more pixels than this (default ``2**28``).
+        Refuse images with more pixels than this (default ``2**28``), from the header, before decoding.
 
     Returns
     -------
@@ -39,18 +47,56 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     Raises
     ------
     ImageError
-        The file is missing, a directory, not an image, truncated, empty or larger than ``max_pixels``.
+        The file is missing, not a regular file (a directory, a FIFO, a device), not an image gpuseg reads,
+        truncated or damaged, empty, or larger than ``max_pixels``.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a directory, not an image file")
+    with open_regular_file(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        limit = max_file_bytes(max_pixels)
+        if size > limit:
+            raise ImageError(
+                f"{path}: {size:,} bytes is more than any image of at most {max_pixels:,} pixels takes "
+                f"({limit:,} bytes); raise max_pixels=<pixels> if it is one"
+            )
+        _check_pixels(read_header(f, str(path)), max_pixels, str(path))
+        f.seek(0)
+        data = f.read(size + 1)
+    if len(data) > size:
+        raise ImageError(f"{path}: the file grew while it was read; read it once it is complete")
+    return decode_image(data, name=str(path), max_pixels=max_pixels)
+
+
+def image_header(path: str | os.PathLike[str]) -> ImageHeader:
+    """The :class:`~gpuseg.headers.ImageHeader` of an image file, read without decoding it."""
+    with open_regular_file(Path(path)) as f:
+        return read_header(f, str(path))
+
+
+def open_regular_file(path: Path, what: str = "image file"):
+    """Open ``path`` for reading after checking that it is a regular file (a FIFO would block, a device never
+    end); errors name the path and what it is."""
     try:
-        data = path.read_bytes()
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    return decode_image(data, name=str(path), max_pixels=max_pixels)
+    if not stat.S_ISREG(mode):
+        kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device"}
+        kinds |= {stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+        kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+        raise ImageError(f"{path}: is {kind}, not an {what}; give the path of a regular file")
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest file an image of ``max_pixels`` pixels can be: uncompressed 4 channels of 4 bytes, plus
+    64 MiB for metadata and trailing data (a motion photo's video)."""
+    return max_pixels * 16 + 2**26
 
 
 def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -58,26 +104,32 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAUL
     import cv2
 
     if max_pixels < 1:
-        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+        raise ValueError(f"max_pixels={max_pixels} must be >= 1")
     if len(data) == 0:
         raise ImageError(f"{name}: the file is empty")
-    kind = _sniff(data)
-    _check_complete(data, kind, name)
-    size = _header_size(data, kind)
-    if size is not None:
-        _check_pixels(size[0] * size[1], max_pixels, name)
+    header = read_header(data, name)
+    _check_pixels(header, max_pixels, name)
+    if header.format == "png":
+        _check_png(data, name)
+    if header.format == "jpeg":
+        data = data[: _jpeg_end(data, name)]  # what follows the image (a motion photo's video) is not decoded
     # IMREAD_UNCHANGED keeps alpha and 16 bits but ignores EXIF orientation; JPEG has no alpha, so it is
     # decoded with flags that keep depth and colour and apply the orientation.
-    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if kind == "jpeg" else cv2.IMREAD_UNCHANGED
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if header.format == "jpeg" else cv2.IMREAD_UNCHANGED
     try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+        if header.format == "jpeg":
+            with decoder_messages() as messages:
+                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+            if messages.text:
+                raise ImageError(f"{name}: the JPEG data is damaged ({messages.text.strip().splitlines()[0]})")
+        else:
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:
         raise ImageError(f"{name}: OpenCV could not decode it ({str(exc).strip().splitlines()[-1]})") from exc
     if image is None:
-        raise ImageError(f"{name}: not an image OpenCV can read (or a damaged one)")
+        raise ImageError(f"{name}: OpenCV could not decode this {header.format.upper()} file (damaged?)")
     if image.size == 0:
         raise ImageError(f"{name}: the image has no pixels")
-    _check_pixels(image.shape[0] * image.shape[1], max_pixels, name)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3:
@@ -88,47 +140,95 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAUL
     return np.ascontiguousarray(image)
 
 
-def _check_pixels(n: int, max_pixels: int, name: str) -> None:
-    if n > max_pixels:
+def _check_pixels(header: ImageHeader, max_pixels: int, name: str) -> None:
+    if header.pixels > max_pixels:
         raise ImageError(
-            f"{name}: {n:,} pixels is more than the limit of {max_pixels:,}; raise it with max_pixels "
-            "(--max-pixels on the command line) if the machine has the memory"
+            f"{name}: {header.width}x{header.height} = {header.pixels:,} pixels is more than the limit of "
+            f"{max_pixels:,}; raise max_pixels={header.pixels} if the machine has the memory"
         )
 
 
-def _sniff(data: bytes) -> str:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    return "other"
+def _check_png(data: bytes, name: str) -> None:
+    """Walk the chunks to IEND, checking each CRC: decoders fill a truncated PNG with grey and only warn."""
+    offset = 8
+    while True:
+        if offset + 12 > len(data):
+            raise ImageError(f"{name}: the PNG file is truncated (it ends inside a chunk, before IEND)")
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        end = offset + 12 + length
+        if end > len(data):
+            raise ImageError(f"{name}: the PNG file is truncated (its {kind.decode('latin-1')} chunk is cut short)")
+        crc = struct.unpack(">I", data[end - 4 : end])[0]
+        if zlib.crc32(data[offset + 4 : end - 4]) != crc:
+            raise ImageError(f"{name}: the PNG file is damaged (bad checksum in its {kind.decode('latin-1')} chunk)")
+        if kind == b"IEND":
+            return
+        offset = end
 
 
-def _check_complete(data: bytes, kind: str, name: str) -> None:
-    # Decoders fill a truncated PNG or JPEG with grey and only warn: refuse it instead of clustering filler.
-    if kind == "png" and b"IEND" not in data[-16:]:
-        raise ImageError(f"{name}: the PNG file is truncated (no IEND chunk at its end)")
-    if kind == "jpeg" and b"\xff\xd9" not in data[-64:]:
-        raise ImageError(f"{name}: the JPEG file is truncated (no end-of-image marker)")
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:
-    """(height, width) read from the header without decoding, where cheap, to refuse huge images early."""
-    if kind == "png" and len(data) >= 24 and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        return height, width
-    if kind == "jpeg":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            length = struct.unpack(">H", data[i + 2 : i + 4])[0]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-                return height, width
-            i += 2 + length
-    return None
+def _jpeg_end(data: bytes, name: str) -> int:
+    """Offset just past the JPEG's end-of-image marker, found by walking its segments and scans (bytes after
+    it, such as a motion photo's video, are not part of the image)."""
+    offset = 2
+    while offset + 2 <= len(data):
+        if data[offset] != 0xFF:
+            raise ImageError(f"{name}: the JPEG file is damaged (no marker at byte {offset})")
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker == 0xD9:
+            return offset + 2
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            offset += 2
+            continue
+        if offset + 4 > len(data):
+            break
+        length = struct.unpack(">H", data[offset + 2 : offset + 4])[0]
+        offset += 2 + length
+        if marker == 0xDA:  # entropy-coded data up to the next marker
+            found = _JPEG_MARKER.search(data, offset)
+            if found is None:
+                break
+            offset = found.start()
+    raise ImageError(f"{name}: the JPEG file is truncated (no end-of-image marker)")
+
+
+class _Messages:
+    text = ""
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def decoder_messages():
+    """Collect what a C decoder prints on the process's standard error (libjpeg reports damaged data only
+    there). Held under a lock; anything else written to standard error meanwhile is passed on afterwards."""
+    messages = _Messages()
+    with _STDERR_LOCK, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(capture.fileno(), 2)
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+        ours = [line for line in text.splitlines(keepends=True) if _is_decoder_message(line)]
+        others = "".join(line for line in text.splitlines(keepends=True) if not _is_decoder_message(line))
+        if others:
+            os.write(2, others.encode())
+        messages.text = "".join(ours)
+
+
+def _is_decoder_message(line: str) -> bool:
+    return any(word in line for word in ("JPEG", "jpeg", "Premature end", "Corrupt", "marker"))
 
 
 # ---------------------------------------------------------------------------------------------- writing

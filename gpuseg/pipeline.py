@@ -47,6 +47,7 @@ def segment(
     device: str = "auto",
     engine: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_memory: int | None = None,
     truth: np.ndarray | str | os.PathLike[str] | None = None,
 ) -> SegmentResult:
     """Segment an image by DBSCAN on its pixels (the samples), with per-stage timings.
@@ -64,6 +65,9 @@ def segment(
         Where and how to cluster (see :func:`gpuseg.dbscan`).
     max_pixels : int
         Refuse larger images (see :func:`gpuseg.load_image`).
+    max_memory : int, optional
+        Refuse, before loading anything, a run predicted to need more bytes than this (default: the memory
+        the machine has available; see :func:`check_run_memory`).
     truth : ndarray or path, optional
         A ground-truth label image of the same size: the report's ``quality`` then holds the adjusted Rand
         index and the variation of information (noise counts as one more region).
@@ -75,11 +79,13 @@ def segment(
     Raises
     ------
     GpusegError
-        The image cannot be read, or the device or engine cannot run.
+        The image cannot be read, the run would not fit in memory (MemoryLimitError), or the device or engine
+        cannot run.
     ValueError
         A bad parameter.
     """
     check_parameters(eps, min_samples)
+    check_run_memory(image_or_path, color=color, xy_scale=xy_scale, max_memory=max_memory)
     timer = StageTimer()
     start = time.perf_counter()
     source = None
@@ -125,6 +131,48 @@ def segment(
     }
     assert tuple(report) == REPORT_KEYS
     return SegmentResult(labels=labels, image=image, features=features, report=report)
+
+
+def check_run_memory(
+    image_or_path,
+    *,
+    color: str = DEFAULT_COLOR,
+    xy_scale: float | None = DEFAULT_XY_SCALE,
+    pictures: int = 0,
+    explain: bool = False,
+    max_memory: int | None = None,
+) -> int:
+    """Predict the peak memory of segmenting an image (from its header, for a path) and writing ``pictures``
+    pictures (and the explain panel); return it, or raise before any work when it exceeds ``max_memory``
+    (default: the memory available).
+
+    Raises
+    ------
+    MemoryLimitError
+        The run would need more memory than it may take.
+    """
+    from gpuseg.features import check_xy_scale
+    from gpuseg.io import image_header
+    from gpuseg.memory import check_memory, predicted_memory
+
+    if isinstance(image_or_path, (str, os.PathLike)):
+        header = image_header(image_or_path)
+        pixels, channels, itemsize, name = header.pixels, header.channels, header.itemsize, str(image_or_path)
+        decode = True
+    else:
+        shape = image_or_path.shape
+        pixels, channels = shape[0] * shape[1], shape[2] if len(shape) == 3 else 1
+        itemsize, name, decode = image_or_path.dtype.itemsize, "the image", False
+    position = check_xy_scale(xy_scale) is not None
+    need = predicted_memory(
+        pixels, channels=channels, itemsize=itemsize, color=color, position=position, decode=decode,
+        pictures=pictures, explain=explain,
+    )  # fmt: skip
+    what = f"{name}: segmenting {pixels:,} pixels ({color}{' + position' if position else ', colour only'})"
+    if pictures:
+        what += f" and writing {pictures} picture{'s' if pictures > 1 else ''}"
+    check_memory(need, what, max_memory)
+    return need
 
 
 def _quality(labels: np.ndarray, truth, max_pixels: int) -> dict[str, float]:
