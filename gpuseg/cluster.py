@@ -92,11 +92,13 @@ def check_parameters(eps: float, min_samples: int) -> tuple[float, int]:
 def check_weights(sample_weight, n_samples: int) -> np.ndarray | None:
     if sample_weight is None:
         return None
-    w = np.asarray(sample_weight, dtype=np.float64)
+    w = np.asarray(to_host(sample_weight), dtype=np.float64)
     if w.shape != (n_samples,):
         raise ValueError(f"sample_weight has shape {w.shape}; it needs one weight per sample: ({n_samples},)")
     if not np.isfinite(w).all():
-        raise ValueError("sample_weight has NaN or infinite values")
+        raise ValueError("sample_weight has NaN or infinite values; give finite weights")
+    if not w.any():  # scikit-learn refuses these too
+        raise ValueError("sample_weight is all zeros; give at least one non-zero weight (or none: every sample 1)")
     return w
 
 

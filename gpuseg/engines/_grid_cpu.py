@@ -27,8 +27,9 @@ def _pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samples, core, stop):
-    """core[y, x] = weight of the pixel's eps-ball (itself included) >= min_samples; stops once it is.
+def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samples, stop_at, core, stop):
+    """core[y, x] = weight of the pixel's eps-ball (itself included) >= min_samples; the count stops once it
+    reaches ``stop_at`` (min_samples, or infinity when negative weights make every neighbour count).
 
     Every kernel skips its remaining rows once ``stop[0]`` is set (see :mod:`gpuseg.interrupts`)."""
     h, w = colours.shape[0], colours.shape[1]
@@ -39,7 +40,7 @@ def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samp
             if not mask[y, x]:
                 continue
             total = weights[y, x]
-            if total < min_samples:
+            if total < stop_at:
                 for o in range(dy.shape[0]):
                     yy = y + dy[o]
                     xx = x + dx[o]
@@ -47,7 +48,7 @@ def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samp
                         continue
                     if _pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
                         total += weights[yy, xx]
-                        if total >= min_samples:
+                        if total >= stop_at:
                             break
             core[y, x] = total >= min_samples
 

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from gpuseg.engines.base import Job, require_nonnegative_weights
+from gpuseg.engines.base import Job
 from gpuseg.engines.stencil import (
     LARGE_STENCIL,
     MAX_GRID_PAIRS,
@@ -70,7 +70,6 @@ def run_grid_cpu(job: Job) -> np.ndarray:
     from gpuseg.engines import _grid_cpu as k
     from gpuseg.engines._unionfind import flatten_roots, number_by_root
 
-    require_nonnegative_weights(job, "grid")
     f = job.features
     h, w = f.shape
     colours = f.colours
@@ -87,7 +86,9 @@ def run_grid_cpu(job: Job) -> np.ndarray:
     eps2 = job.eps2
     with job.sub_stage("count"):
         core = np.zeros((h, w), dtype=np.bool_)
-        k.count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, float(job.min_samples), core, job.stop)
+        k.count_neighbours(
+            colours, lut, mask, weights, xs, ys, dy, dx, eps2, float(job.min_samples), job.stop_at, core, job.stop
+        )
     with job.sub_stage("union"):
         index_dtype = np.int32 if h * w < 2**31 else np.int64
         parent = np.arange(h * w, dtype=index_dtype)

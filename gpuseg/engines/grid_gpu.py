@@ -11,7 +11,7 @@ from numba import cuda, float64
 
 from gpuseg.arrays import array_module
 from gpuseg.engines._unionfind import number_by_root
-from gpuseg.engines.base import Job, require_nonnegative_weights
+from gpuseg.engines.base import Job
 from gpuseg.engines.gpu_common import THREADS_1D, THREADS_2D, blocks_1d, blocks_2d, find, flatten_roots, union_from
 from gpuseg.engines.grid import sample_labels, scattered_weights
 from gpuseg.engines.stencil import forward_half, stencil, stencil_radius
@@ -47,7 +47,9 @@ def kernels(integer_codes: bool):
         return d2 + t * t
 
     @cuda.jit
-    def count_neighbours(colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, core):
+    def count_neighbours(
+        colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, stop_at, core
+    ):
         x, y = cuda.grid(2)
         h, w = colours.shape[0], colours.shape[1]
         if y >= h or x >= w:
@@ -56,7 +58,7 @@ def kernels(integer_codes: bool):
             core[y, x] = False
             return
         total = weights[y, x] if weighted else 1.0
-        if total < min_samples:
+        if total < stop_at:
             for o in range(dy.shape[0]):
                 yy = y + dy[o]
                 xx = x + dx[o]
@@ -64,7 +66,7 @@ def kernels(integer_codes: bool):
                     continue
                 if pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
                     total += weights[yy, xx] if weighted else 1.0
-                    if total >= min_samples:
+                    if total >= stop_at:
                         break
         core[y, x] = total >= min_samples
 
@@ -157,7 +159,9 @@ def tiled_kernels(integer_codes: bool, channels: int, radius: int):
         return d2 + t * t
 
     @cuda.jit
-    def count_neighbours(colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, core):
+    def count_neighbours(
+        colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, stop_at, core
+    ):
         tile = cuda.shared.array((th, tw, channels), dtype=float64)
         load_tile(tile, colours, lut)
         x, y = cuda.grid(2)
@@ -170,7 +174,7 @@ def tiled_kernels(integer_codes: bool, channels: int, radius: int):
         ly = cuda.threadIdx.y + radius
         lx = cuda.threadIdx.x + radius
         total = weights[y, x] if weighted else 1.0
-        if total < min_samples:
+        if total < stop_at:
             for o in range(dy.shape[0]):
                 yy = y + dy[o]
                 xx = x + dx[o]
@@ -178,7 +182,7 @@ def tiled_kernels(integer_codes: bool, channels: int, radius: int):
                     continue
                 if tile_d2(tile, xs, ys, ly, lx, y, x, dy[o], dx[o], eps2) <= eps2:
                     total += weights[yy, xx] if weighted else 1.0
-                    if total >= min_samples:
+                    if total >= stop_at:
                         break
         core[y, x] = total >= min_samples
 
@@ -250,7 +254,6 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
     memory run in bands of ``band_rows`` rows (as many as fit in free device memory unless given), each
     uploaded with a halo of the stencil radius, and the bands' components are joined exactly on the host.
     """
-    require_nonnegative_weights(job, "grid")
     f = job.features
     h, w = f.shape
     resident = array_module(f.colours) is xp
@@ -266,6 +269,7 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
         xp.asarray(np.ascontiguousarray(dx_host[half])),
         job.eps2,
         float(job.min_samples),
+        job.stop_at,
         xp,
     )
     masked = f.mask is not None
@@ -366,6 +370,7 @@ class Stages:
     fdx: object
     eps2: float
     min_samples: float
+    stop_at: float
     xp: object
 
     def count(self, win: Window):
@@ -375,7 +380,7 @@ class Stages:
         kernel = (self.tiled or self.plain)[0]
         kernel[blocks_2d(h, w), THREADS_2D](
             win.colours, win.lut, win.mask, win.masked, win.weights, win.weighted, win.xs, win.ys,
-            self.dy, self.dx, self.eps2, self.min_samples, core,
+            self.dy, self.dx, self.eps2, self.min_samples, self.stop_at, core,
         )  # fmt: skip
         return core
 
