@@ -124,15 +124,14 @@ def cluster_features(
     if spec_name == "auto":
         spec_name = auto_engine(job, dev.kind)
         if dev.kind not in ENGINES[spec_name].runners:
-            why = f"no GPU engine runs {features.n_features} features here ({spec_name} ran on the CPU)"
-            if device == "gpu":
+            why = f"no GPU engine runs {features.n_features} features here"
+            if device == "gpu":  # never a silent CPU run
                 raise DeviceError(
-                    f"device='gpu': {why.split(' (')[0]}: gpuseg's GPU engines take image features with position "
-                    "or up to 5 features, and cuML (pip install 'gpuseg[cuml]') is not installed; "
-                    "use device='auto' or 'cpu'"
+                    f"device='gpu': {why}: gpuseg's GPU engines take image features with position or up to 5 "
+                    "features, and cuML (pip install 'gpuseg[cuml]') is not installed; use device='auto' or 'cpu'"
                 )
-            job.note = why
-            job.device = dev = cpu_fallback(why)
+            job.note = f"{why} ({spec_name} ran on the CPU)"
+            job.device = dev = cpu_fallback(job.note)
     spec = ENGINES[spec_name]
     reason = spec.why_not_input(job)
     if reason:

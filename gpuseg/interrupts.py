@@ -16,6 +16,9 @@ from typing import TypeVar
 import numpy as np
 
 T = TypeVar("T")
+STOP_WAIT = 1.0
+"""Seconds an interrupted call waits for its work to stop before it lets the interrupt through anyway."""
+_last: threading.Thread | None = None
 
 
 def stop_flag() -> np.ndarray:
@@ -25,8 +28,10 @@ def stop_flag() -> np.ndarray:
 
 def call_interruptibly(fn: Callable[[], T], stop: np.ndarray | None = None) -> T:
     """``fn()``, run in a daemon thread when called from the main thread, so that ``KeyboardInterrupt`` (or
-    any exception a signal handler raises) is raised here at once. ``stop`` is set on the way out, so kernels
-    that poll it end early. From other threads (a pipeline's or a Dask worker's), ``fn`` runs in place."""
+    any exception a signal handler raises) is raised here at once. ``stop`` is then set, so kernels that poll
+    it end early, and the interrupt goes on once they have (or after :data:`STOP_WAIT` seconds); a later call
+    waits for work still running, so that compiled kernels never run twice at once. From other threads (a
+    pipeline's or a Dask worker's), ``fn`` runs in place."""
     if threading.current_thread() is not threading.main_thread():
         return fn()
     outcome: dict[str, object] = {}
@@ -40,13 +45,17 @@ def call_interruptibly(fn: Callable[[], T], stop: np.ndarray | None = None) -> T
         finally:
             done.set()
 
-    worker = threading.Thread(target=work, name="gpuseg-compute", daemon=True)
+    global _last
+    if _last is not None:
+        _last.join()  # work left running by an earlier interrupt: never two at once
+    worker = _last = threading.Thread(target=work, name="gpuseg-compute", daemon=True)
     worker.start()
     try:
         done.wait()
     except BaseException:
         if stop is not None:
             stop[0] = True
+            done.wait(STOP_WAIT)  # the CPU kernels notice at their next row or cell
         raise
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]

@@ -160,9 +160,10 @@ def check_run_memory(
         pixels, channels, itemsize, name = header.pixels, header.channels, header.itemsize, str(image_or_path)
         decode = True
     else:
-        shape = image_or_path.shape
+        image = image_or_path if hasattr(image_or_path, "dtype") else np.asarray(image_or_path)
+        shape = image.shape + (1,) * max(0, 2 - image.ndim)
         pixels, channels = shape[0] * shape[1], shape[2] if len(shape) == 3 else 1
-        itemsize, name, decode = image_or_path.dtype.itemsize, "the image", False
+        itemsize, name, decode = image.dtype.itemsize, "the image", False
     position = check_xy_scale(xy_scale) is not None
     need = predicted_memory(
         pixels, channels=channels, itemsize=itemsize, color=color, position=position, decode=decode,
