@@ -280,7 +280,10 @@ def _read_points(path: Path):
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="The seed's examples and 0.25 MP photos only.")] = False,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="Only the 750 blobs, the RGBA logo and the photo at 0.25 MP (or at --sizes)."),
+    ] = False,
     device: DeviceArg = DeviceOpt.auto,
     engine: Annotated[
         Optional[list[EngineOpt]], typer.Option("--engine", help="Only these engines (repeat the option).")
@@ -295,7 +298,12 @@ def bench(
         "gpuseg-bench"
     ),
 ) -> None:
-    """Time every engine on the seed's examples and on photos of growing size, beside scikit-learn."""
+    """Time every engine beside scikit-learn on point sets, generated images and a photo of growing size.
+
+    Cases: make_blobs points (750; 1M in 2-D, 3-D), a generated RGBA logo (500x500) and shapes image (1411x1411).
+
+    Photo: Grace Hopper's portrait from matplotlib's sample data, cropped or mirror-tiled to each of --sizes.
+    """
     from rich.console import Console
 
     from gpuseg.benchmark import DEFAULT_SIZES, QUICK_SIZES, run_suite, suite, table, write_outputs

@@ -7,7 +7,12 @@ import json
 import subprocess
 import sys
 
-from gpuseg.benchmark import engine_runs, suite
+import numpy as np
+from typer.testing import CliRunner
+
+from gpuseg import benchmark
+from gpuseg.benchmark import PHOTO_MEGAPIXELS, engine_runs, suite
+from gpuseg.cli import app
 
 
 def test_quick_bench_writes_checked_outputs(tmp_path):
@@ -30,17 +35,31 @@ def test_quick_bench_writes_checked_outputs(tmp_path):
     assert compared and all(r["identical"] for r in compared)
     ran = {(r["case"], r["engine"]) for r in rows if r["median_s"]}
     assert ("RGBA logo 500x500, alpha feature (seed recipe)", "cells") in ran
-    assert ("photo 0.25 MP rgb+xy", "grid") in ran
+    assert ("Grace Hopper photo 0.25 MP rgb+xy", "grid") in ran
     refused = [r for r in rows if r["engine"] == "sklearn" and r["case"].startswith("RGBA logo")][0]
     assert "scikit-learn would need about" in refused["reason"] and "GiB is available" in refused["reason"]
 
 
-def test_suite_plan():
+def test_bench_help_says_what_the_cases_are():
+    text = " ".join(CliRunner().invoke(app, ["bench", "--help"]).output.split())
+    assert "seed" not in text
+    assert "make_blobs" in text and "RGBA logo" in text and "Grace Hopper" in text
+
+
+def test_suite_plan_uses_inputs_of_a_plain_install():
     cases = suite((0.25, 2.0))
     names = [c.name for c in cases]
-    assert "photo 2 MP rgb+xy" in names and "blobs 1M points 3-D" in names
-    xy = next(c for c in cases if c.name == "photo 2 MP rgb+xy")
+    assert "Grace Hopper photo tiled to 2 MP rgb+xy" in names and "blobs 1M points 3-D" in names
+    assert "generated shapes 1411x1411 rgb+xy" in names
+    assert {c.source for c in cases} == {"blobs750", "logo", "blobs1m2", "blobs1m3", "shapes", "photo"}
+    xy = next(c for c in cases if c.name == "Grace Hopper photo tiled to 2 MP rgb+xy")
     assert engine_runs(xy) == [("sklearn", "cpu"), ("grid", "cpu"), ("grid", "gpu"), ("cuml", "gpu")]
     assert engine_runs(xy, engines=["grid"], device="cpu") == [("grid", "cpu")]
-    colour = next(c for c in cases if c.name == "photo 2 MP rgb")
+    colour = next(c for c in cases if c.name == "Grace Hopper photo 0.25 MP rgb")
     assert ("sklearn-merged", "cpu") in engine_runs(colour) and ("cells", "gpu") in engine_runs(colour)
+
+
+def test_photo_is_matplotlibs_grace_hopper_of_the_size_in_the_names():
+    image = benchmark.photo_image()
+    assert image.shape == (600, 512, 3) and image.dtype == np.uint8
+    assert image.shape[0] * image.shape[1] / 1e6 == PHOTO_MEGAPIXELS
