@@ -19,6 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpuseg import __version__
+from gpuseg.benchmark import CHILD_TIMEOUT_S
 from gpuseg.device import DEVICES
 from gpuseg.engines import ENGINE_NAMES
 from gpuseg.errors import OutputExistsError
@@ -413,7 +414,10 @@ def cluster(
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="The seed's examples and 0.25 MP photos only.")] = False,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="Only the 750 blobs, the RGBA logo and the photo at 0.25 MP (or at --sizes)."),
+    ] = False,
     device: DeviceArg = DeviceOpt.auto,
     engine: Annotated[
         Optional[list[EngineOpt]], typer.Option("--engine", help="Only these engines (repeat the option).")
@@ -424,35 +428,62 @@ def bench(
     repeat: Annotated[
         Optional[int], typer.Option("--repeat", min=1, help="Timed runs per engine, median reported [5; 3 quick].")
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1, help="Seconds after which one engine's run on a case is stopped (an error)."),
+    ] = CHILD_TIMEOUT_S,
     out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, bench.csv and bench.png.")] = Path(
         "gpuseg-bench"
     ),
 ) -> None:
-    """Time every engine on the seed's examples and on photos of growing size, beside scikit-learn."""
+    """Time every engine beside scikit-learn on point sets, generated images and a photo of growing size.
+
+    Cases: make_blobs points (750; 1M in 2-D, 3-D), a generated RGBA logo (500x500) and shapes image (1411x1411).
+
+    Photo: Grace Hopper's portrait from matplotlib's sample data, cropped or mirror-tiled to each of --sizes.
+
+    Runs this machine cannot do (no GPU, no cuML, too little memory) are rows with the reason; other failures exit 1.
+    """
     from rich.console import Console
 
-    from gpuseg.benchmark import DEFAULT_SIZES, QUICK_SIZES, run_suite, suite, table, write_outputs
+    from gpuseg.benchmark import DEFAULT_SIZES, QUICK_SIZES, errors, run_suite, suite, table, write_outputs
 
     try:
         size_list = tuple(float(v) for v in sizes.split(",")) if sizes else (QUICK_SIZES if quick else DEFAULT_SIZES)
-        if any(v <= 0 for v in size_list):
+        if any(not v > 0 for v in size_list):
             raise ValueError
     except ValueError:
         _err(f"--sizes {sizes!r}: give positive megapixel counts separated by commas, e.g. 0.25,1,2")
         raise typer.Exit(2) from None
+    if out.exists() and not out.is_dir():
+        _err(f"--out {str(out)!r} is a file: give a folder (it is created if missing)")
+        raise typer.Exit(2)
     console = Console()
     engines = [e.value for e in engine] if engine else None
     cases = suite(size_list, quick=quick)
 
     def show(row) -> None:
-        done = "not run" if row.reason else f"{row.median_s:.3f} s"
-        console.print(f"[dim]{row.case} | {row.engine} on {row.device}: {done}[/dim]")
+        done = f"{'error' if row.error else 'not run'}: {row.reason}" if row.reason else f"{row.median_s:.3f} s"
+        console.print(f"{row.case} | {row.engine} on {row.device}: {done}", style="dim", markup=False)
 
     repeat = repeat or (3 if quick else 5)
-    document = run_suite(cases, engines=engines, device=device.value, repeat=repeat, progress=show)
+    document = run_suite(cases, engines=engines, device=device.value, repeat=repeat, timeout=timeout, progress=show)
     console.print(table(document))
-    for path in write_outputs(document, out):
+    try:
+        written = write_outputs(document, out)
+    except OSError as exc:
+        _err(f"--out {str(out)!r}: cannot write the results ({exc.strerror or exc}); give a writable folder")
+        raise typer.Exit(1) from None
+    for path in written:
         console.print(f"wrote {path}")
+    if out / "bench.png" not in written:
+        console.print("bench.png not written: no photo case ran (see the reasons above)")
+    failed = errors(document)
+    for line in failed:
+        _err(line)
+    if failed:
+        _err(f"{len(failed)} of {len(document['rows'])} runs failed (results above and in {out})")
+        raise typer.Exit(1)
 
 
 LIBRARIES = (
