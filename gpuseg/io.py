@@ -53,6 +53,8 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     path = Path(path)
     with open_regular_file(path) as f:
         size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise ImageError(f"{path}: the file is empty")
         limit = max_file_bytes(max_pixels)
         if size > limit:
             raise ImageError(

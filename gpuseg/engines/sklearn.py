@@ -26,6 +26,8 @@ def run_sklearn_merged(job: Job) -> np.ndarray:
     k-d tree, so that distances follow gpuseg's exactness rule whatever the number of rows."""
     with job.sub_stage("merge"):
         merged = merge_rows(job.features, job.weights)
+    if not merged.weights.any():  # weights that cancel on every row: no ball reaches min_samples >= 1
+        return np.full(merged.inverse.shape[0], -1, dtype=np.int64)
     # A tree computes each distance from the differences of the coordinates, as the exactness rule does; on
     # few rows scikit-learn's "auto" would pick brute force, whose |a|^2 + |b|^2 - 2ab loses precision.
     return _fit(merged.points, merged.weights, job, "sklearn-merged", algorithm="kd_tree")[merged.inverse]
