@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from gpuseg.engines.base import Job
 from gpuseg.engines.merge import merge_rows
 from gpuseg.errors import MemoryLimitError
+from gpuseg.memory import available_memory
 
 GUARD_PROBES = 400
 GUARD_SUBSET = 20_000
@@ -61,16 +60,6 @@ def predicted_memory(points: np.ndarray, eps: float, seed: int = 0) -> float:
         within += int((d2 <= eps * eps).sum())
     mean_neighbours = within / probes.shape[0] * n / subset.shape[0]
     return n * max(mean_neighbours, 1.0) * BYTES_PER_NEIGHBOUR
-
-
-def available_memory() -> int:
-    """Bytes of memory the machine can still give (MemAvailable)."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def check_memory(points: np.ndarray, eps: float, name: str) -> None:
