@@ -111,3 +111,16 @@ def test_weights_that_cancel_on_every_merged_row_are_all_noise():
     for engine in ("auto", "cells", "sklearn-merged"):
         np.testing.assert_array_equal(labels(X, 0.5, 1, engine, weights).labels, [-1] * 4)
     np.testing.assert_array_equal(oracle_dbscan(X, 0.5, 1, weights), [-1] * 4)
+
+
+def test_the_stencil_of_a_very_wide_image_allows_for_rounded_positions():
+    """Positions x * xy_scale round by up to an ulp of x * xy_scale: on an image millions of pixels wide a
+    pair two pixels apart, just farther than eps in exact arithmetic, can be within eps by the rule."""
+    from gpuseg.engines.stencil import stencil
+
+    s, eps, width = 0.3, 0.6 * (1 - 5e-9), 2**28
+    x = np.arange(2**27, 2**27 + 200_000, dtype=np.int64)
+    within = ((x + 2) * s - x * s) ** 2 <= eps * eps  # as the grid engine computes it: xs[x + 2] - xs[x]
+    assert within.any()
+    dy, dx = stencil(eps, s, 1, width)
+    assert ((dy == 0) & (dx == 2)).any()

@@ -28,7 +28,7 @@ def unsupported(job: Job) -> str | None:
         return "engine='grid' needs image features with position (xy_scale set); use engine='cells' or 'auto'"
     size = stencil_size(job.eps, f.xy_scale, *f.shape)
     if size > LARGE_STENCIL and size * f.n_samples > MAX_GRID_PAIRS:
-        radius = stencil_radius(job.eps, f.xy_scale)
+        radius = stencil_radius(job.eps, f.xy_scale, max(f.shape))
         reach = "anywhere in the image" if radius >= max(f.shape) else f"up to {radius:,} pixels apart"
         return (
             f"eps={job.eps:g} with xy_scale={f.xy_scale:g} lets pixels {reach} be neighbours: "

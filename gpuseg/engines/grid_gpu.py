@@ -312,7 +312,7 @@ def whole_image_fits(job: Job) -> bool:
     if not f.is_image or f.xy_scale is None:
         return True
     h, w = f.shape
-    radius = min(stencil_radius(job.eps, f.xy_scale), h)
+    radius = min(stencil_radius(job.eps, f.xy_scale, max(h, w)), h)
     return rows_that_fit(h, w, f.colours.itemsize * f.colours.shape[2], radius, cupy) >= h
 
 
