@@ -13,7 +13,7 @@ from gpuseg.device import Device, cpu_fallback, resolve_device
 from gpuseg.engines import ENGINES, auto_engine, get_engine
 from gpuseg.engines.base import Job
 from gpuseg.errors import DeviceError, EngineUnavailableError
-from gpuseg.features import Features, points_features
+from gpuseg.features import Features, as_pixel_lattice, points_features
 from gpuseg.interrupts import call_interruptibly
 from gpuseg.report import StageTimer
 
@@ -122,6 +122,11 @@ def cluster_features(
     timer = timer or StageTimer()
     job = Job(features, eps, min_samples, weights, dev, timer)
     if spec_name == "auto":
+        lattice = as_pixel_lattice(features)
+        if lattice is not None:  # pixel_features() rows: clustered on their grid, the same matrix
+            h, w = lattice.shape
+            job.features = features = lattice
+            job.note = f"rows recognised as a {w}x{h} pixel grid (xy_scale {lattice.xy_scale:g})"
         spec_name = auto_engine(job, dev.kind)
         if dev.kind not in ENGINES[spec_name].runners:
             why = f"no GPU engine runs {features.n_features} features here"

@@ -194,6 +194,31 @@ def check_xy_scale(xy_scale: float | None) -> float | None:
     return float(xy_scale) if xy_scale > 0 else None
 
 
+def as_pixel_lattice(features: Features) -> Features | None:
+    """The same samples kept on their pixel grid, when plain feature rows are the rows of
+    :func:`pixel_features` with position: colour columns, then ``x * s`` and ``y * s`` of a full row-major
+    grid (checked exactly, in O(N)); None otherwise. The grid engine then clusters them, with the same matrix.
+    """
+    X = features.points
+    if X is None or X.shape[1] < 3 or X.shape[0] < 2:
+        return None
+    xs, ys = X[:, -2], X[:, -1]
+    if xs[0] != 0 or ys[0] != 0:
+        return None
+    width = int(np.argmax(ys != 0)) if ys.any() else X.shape[0]  # the first row's length
+    if width == 0 or X.shape[0] % width:
+        return None
+    scale = float(xs[1]) if width > 1 else float(ys[width])
+    if not (np.isfinite(scale) and scale > 0):
+        return None
+    index = np.arange(X.shape[0], dtype=np.int64)
+    y, x = np.divmod(index, width)
+    if not (np.array_equal(xs, x * scale) and np.array_equal(ys, y * scale)):
+        return None
+    colours = np.ascontiguousarray(X[:, :-2]).reshape(X.shape[0] // width, width, X.shape[1] - 2)
+    return Features(names=features.names, colours=colours, xy_scale=scale)
+
+
 def _unit(plane, xp):
     """A plane as float64 in [0, 1]: integers divided by their dtype's maximum, floats as they are."""
     if plane.dtype.kind == "u":

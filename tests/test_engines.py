@@ -9,7 +9,7 @@ from sklearn.cluster import DBSCAN
 from sklearn.datasets import make_blobs
 
 from gpuseg.cluster import cluster_features
-from gpuseg.features import build_features, points_features
+from gpuseg.features import build_features, pixel_features, points_features
 from gpuseg.synthetic import logo_image, shapes_image
 
 CPU_ENGINES = ["auto", "cells", "sklearn-merged"]
@@ -232,3 +232,34 @@ def test_dense_merge_with_array_operations_matches_the_compiled_one(rng):
     np.testing.assert_array_equal(first_a, first_b)
     np.testing.assert_array_equal(inverse_a, inverse_b)
     np.testing.assert_array_equal(key[first_a][inverse_a], key)
+
+
+# ------------------------------------------------------------------------------ rows of a pixel lattice
+
+
+@pytest.mark.parametrize(("h", "w", "options"), [(30, 40, {}), (25, 1, {}), (1, 60, {}), (20, 30, {"color": "lab"})])
+def test_pixel_feature_rows_run_on_their_grid(h, w, options, rng):
+    image = (rng.integers(0, 5, (h, w, 3)) * 50).astype(np.uint8)
+    X = pixel_features(image, xy_scale=0.013, **options)
+    run = cluster_features(points_features(X), eps=0.061, min_samples=4)
+    assert run.engine == "grid" and f"{w}x{h} pixel grid" in run.note
+    np.testing.assert_array_equal(run.labels, oracle_dbscan(X, 0.061, 4))
+    weights = rng.uniform(0.5, 3, h * w)
+    check_engine(points_features(X), 0.061, 4, "auto", weights=weights)
+
+
+@pytest.mark.parametrize("change", ["shuffled", "masked", "nudged", "scaled y"])
+def test_rows_that_are_not_a_full_lattice_are_clustered_as_points(change, rng):
+    image = (rng.integers(0, 5, (12, 16, 3)) * 50).astype(np.uint8)
+    X = pixel_features(image, xy_scale=0.02)
+    if change == "shuffled":
+        X = X[rng.permutation(X.shape[0])]
+    elif change == "masked":
+        X = X[1:]
+    elif change == "nudged":
+        X[7, -2] += 1e-12
+    else:
+        X[:, -1] *= 1.5
+    run = cluster_features(points_features(X), eps=0.07, min_samples=3)
+    assert run.engine != "grid" and run.note is None
+    np.testing.assert_array_equal(run.labels, oracle_dbscan(X, 0.07, 3))
