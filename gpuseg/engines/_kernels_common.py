@@ -30,3 +30,15 @@ def _colour_sqdiff(lut, a, b):
         return d * d
 
     return from_values
+
+
+def colour_value(lut, c):
+    """Plain-Python meaning of the compiled overload below: the float64 value of a colour code or value."""
+    return lut[c] if isinstance(c, (int, np.integer)) else float(c)
+
+
+@overload(colour_value, inline="always", target="generic")
+def _colour_value(lut, c):
+    if isinstance(c, types.Integer):
+        return lambda lut, c: lut[c]
+    return lambda lut, c: c

@@ -86,8 +86,9 @@ def run_grid_cpu(job: Job) -> np.ndarray:
     eps2 = job.eps2
     with job.sub_stage("count"):
         core = np.zeros((h, w), dtype=np.bool_)
+        band = max(8, -(-h // (4 * (os.cpu_count() or 1))))
         k.count_neighbours(
-            colours, lut, mask, weights, xs, ys, dy, dx, eps2, float(job.min_samples), job.stop_at, core, job.stop
+            colours, lut, mask, weights, xs, ys, dy, dx, eps2, float(job.min_samples), job.stop_at, core, job.stop, band
         )
     with job.sub_stage("union"):
         index_dtype = np.int32 if h * w < 2**31 else np.int64
