@@ -1,30 +1,72 @@
-"""Reading images with OpenCV and writing outputs atomically."""
+"""Reading images (header first, bounded, regular files only) and writing outputs atomically."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import struct
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gpuseg.errors import GpusegError, ImageError, OutputExistsError
+from gpuseg.headers import BytesSource, HeaderError, ImageHeader, parse_header
 
 DEFAULT_MAX_PIXELS = 2**28
 """Largest image (width * height) :func:`load_image` accepts unless told otherwise."""
+
+MAX_BYTES_PER_PIXEL = 32
+"""No image encoding takes more than this per pixel (four float64 channels, uncompressed)."""
+
+FILE_SLACK_BYTES = 2**28
+"""Room beyond the pixels for metadata and trailing data (EXIF, ICC profiles, a motion photo's video)."""
+
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageHeader", "decode_image", "load_image", "read_header"]
+
+
+def read_header(path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memoryview) -> ImageHeader:
+    """What an image says about itself (format, size, channels, bytes per channel), without decoding it.
+
+    Reads at most ``gpuseg.headers.HEADER_READ_LIMIT`` bytes at known offsets, whatever the file's size.
+
+    Parameters
+    ----------
+    path_or_bytes : str, path-like or bytes-like
+        An image file (a regular file; FIFOs, devices and directories are refused) or its bytes.
+
+    Returns
+    -------
+    header : ImageHeader
+        ``height``, ``width``, ``channels`` (1, 3 or 4) and ``itemsize`` as :func:`load_image` will return
+        the image; ``pixels`` and ``decoded_bytes`` predict its size before it is loaded.
+
+    Raises
+    ------
+    ImageError
+        The file is missing, not a regular file, unreadable, empty, not in a format gpuseg reads, or its
+        header is truncated or inconsistent.
+    """
+    if isinstance(path_or_bytes, bytes | bytearray | memoryview):
+        return _header(BytesSource(path_or_bytes), "<bytes>")
+    with _RegularFile(path_or_bytes, ImageError) as file:
+        return _header(file, file.name)
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file with OpenCV, in RGB(A) channel order and its own dtype.
 
+    The header is read and checked first: a file larger than any image of ``max_pixels`` pixels, or
+    whose header claims more pixels, is refused before anything is decoded.
+
     Parameters
     ----------
     path : str or path-like
-        Any file OpenCV decodes: PNG, JPEG, TIFF, BMP, WebP, ... 8- or 16-bit, grey, RGB or RGBA.
+        A PNG, JPEG, TIFF, BMP, WebP, PBM/PGM/PPM/PAM/PFM, Radiance HDR, Sun raster, GIF, JPEG 2000 or
+        AVIF file: 8- or 16-bit, grey, RGB or RGBA.
     max_pixels : int, optional
         Refuse images with more pixels than this (default ``2**28``).
 
@@ -37,42 +79,46 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     Raises
     ------
     ImageError
-        The file is missing, a directory, not an image, truncated, empty or larger than ``max_pixels``.
+        The file is missing, not a regular file (a directory, FIFO, device...), unreadable, empty, not an
+        image gpuseg reads, truncated or damaged, or larger than ``max_pixels``.
+    ValueError
+        ``max_pixels`` is not a positive integer.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a directory, not an image file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    return decode_image(data, name=str(path), max_pixels=max_pixels)
+    _check_max_pixels(max_pixels)
+    with _RegularFile(path, ImageError) as file:
+        limit = MAX_BYTES_PER_PIXEL * max_pixels + FILE_SLACK_BYTES
+        if file.size > limit:
+            raise ImageError(
+                f"{file.name}: {file.size:,} bytes is more than any image of at most {max_pixels:,} pixels takes "
+                f"({limit:,} bytes); if it is an image, raise max_pixels (--max-pixels on the command line)"
+            )
+        _check_pixels(_header(file, file.name).pixels, max_pixels, file.name)
+        data = file.read_all()
+    return decode_image(data, name=file.name, max_pixels=max_pixels)
 
 
 def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an encoded image held in memory; the same rules and result as :func:`load_image`."""
     import cv2
 
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
-    if len(data) == 0:
-        raise ImageError(f"{name}: the file is empty")
-    kind = _sniff(data)
-    _check_complete(data, kind, name)
-    size = _header_size(data, kind)
-    if size is not None:
-        _check_pixels(size[0] * size[1], max_pixels, name)
+    _check_max_pixels(max_pixels)
+    header = _header(BytesSource(data), name)
+    _check_pixels(header.pixels, max_pixels, name)
+    problem = _integrity_problem(data, header.format)
+    if problem:
+        raise ImageError(f"{name}: {problem}")
     # IMREAD_UNCHANGED keeps alpha and 16 bits but ignores EXIF orientation; JPEG has no alpha, so it is
     # decoded with flags that keep depth and colour and apply the orientation.
-    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if kind == "jpeg" else cv2.IMREAD_UNCHANGED
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if header.format == "jpeg" else cv2.IMREAD_UNCHANGED
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:
         raise ImageError(f"{name}: OpenCV could not decode it ({str(exc).strip().splitlines()[-1]})") from exc
     if image is None:
-        raise ImageError(f"{name}: not an image OpenCV can read (or a damaged one)")
+        raise ImageError(
+            f"{name}: OpenCV could not decode this {header.format.upper()} file (damaged, or a variant of the "
+            "format it does not read)"
+        )
     if image.size == 0:
         raise ImageError(f"{name}: the image has no pixels")
     _check_pixels(image.shape[0] * image.shape[1], max_pixels, name)
@@ -86,6 +132,11 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAUL
     return np.ascontiguousarray(image)
 
 
+def _check_max_pixels(max_pixels: int) -> None:
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1 (the most pixels an image may have), got {max_pixels!r}")
+
+
 def _check_pixels(n: int, max_pixels: int, name: str) -> None:
     if n > max_pixels:
         raise ImageError(
@@ -94,39 +145,101 @@ def _check_pixels(n: int, max_pixels: int, name: str) -> None:
         )
 
 
-def _sniff(data: bytes) -> str:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    return "other"
+def _header(source: Any, name: str) -> ImageHeader:
+    try:
+        return parse_header(source)
+    except HeaderError as exc:
+        raise ImageError(f"{name}: {exc}") from None
 
 
-def _check_complete(data: bytes, kind: str, name: str) -> None:
+def _integrity_problem(data: bytes, fmt: str) -> str | None:
     # Decoders fill a truncated PNG or JPEG with grey and only warn: refuse it instead of clustering filler.
-    if kind == "png" and b"IEND" not in data[-16:]:
-        raise ImageError(f"{name}: the PNG file is truncated (no IEND chunk at its end)")
-    if kind == "jpeg" and b"\xff\xd9" not in data[-64:]:
-        raise ImageError(f"{name}: the JPEG file is truncated (no end-of-image marker)")
-
-
-def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:
-    """(height, width) read from the header without decoding, where cheap, to refuse huge images early."""
-    if kind == "png" and len(data) >= 24 and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        return height, width
-    if kind == "jpeg":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            length = struct.unpack(">H", data[i + 2 : i + 4])[0]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-                return height, width
-            i += 2 + length
+    if fmt == "png" and b"IEND" not in data[-16:]:
+        return "the PNG file is truncated (no IEND chunk at its end)"
+    if fmt == "jpeg" and b"\xff\xd9" not in data[-64:]:
+        return "the JPEG file is truncated (no end-of-image marker)"
     return None
+
+
+# ----------------------------------------------------------------------------------------- plain files
+
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class _RegularFile:
+    """A regular file opened for reading, refused if it is anything else; reads are bounded by its size.
+
+    Also a ``ByteSource`` for :func:`gpuseg.headers.parse_header`. Every ``OSError`` becomes ``error``
+    naming the path.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], error: type[GpusegError]) -> None:
+        self.name, self.error = str(path), error
+        with self._errors():
+            self._require_regular(os.stat(path))
+            # O_NONBLOCK: should a FIFO be swapped in after the check, opening it cannot block
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+            self.file = os.fdopen(fd, "rb", buffering=0)
+        try:
+            with self._errors():
+                info = os.fstat(fd)
+            self._require_regular(info)  # what was opened, whatever the path pointed to before
+        except BaseException:
+            self.file.close()
+            raise
+        self.size = info.st_size
+
+    def __enter__(self) -> _RegularFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def read(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes at ``offset``, never past the size the file had when opened."""
+        n = max(0, min(n, self.size - offset))
+        if n == 0:
+            return b""
+        with self._errors():
+            self.file.seek(offset)
+            return self.file.read(n)
+
+    def read_all(self) -> bytes:
+        """The whole file as it was when opened: exactly ``size`` bytes."""
+        buffer = bytearray(self.size)
+        view, done = memoryview(buffer), 0
+        with self._errors():
+            self.file.seek(0)
+            while done < self.size:
+                got = self.file.readinto(view[done:])
+                if not got:
+                    raise self.error(f"{self.name}: the file shrank while being read ({done:,} of {self.size:,} bytes)")
+                done += got
+        return bytes(buffer)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except FileNotFoundError:
+            raise self.error(f"{self.name}: no such file") from None
+        except OSError as exc:
+            raise self.error(f"{self.name}: cannot be read ({exc.strerror or exc})") from exc
+
+    def _require_regular(self, info: os.stat_result) -> None:
+        if stat.S_ISREG(info.st_mode):
+            return
+        kind = next((what for test, what in _NOT_REGULAR if test(info.st_mode)), "not a regular file")
+        raise self.error(
+            f"{self.name}: is {kind}, not a file gpuseg can read; give it a regular file (save a stream to a "
+            "file first)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- writing
