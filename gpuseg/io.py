@@ -6,7 +6,9 @@ import contextlib
 import json
 import os
 import stat
+import struct
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -153,12 +155,37 @@ def _header(source: Any, name: str) -> ImageHeader:
 
 
 def _integrity_problem(data: bytes, fmt: str) -> str | None:
-    # Decoders fill a truncated PNG or JPEG with grey and only warn: refuse it instead of clustering filler.
-    if fmt == "png" and b"IEND" not in data[-16:]:
-        return "the PNG file is truncated (no IEND chunk at its end)"
-    if fmt == "jpeg" and b"\xff\xd9" not in data[-64:]:
-        return "the JPEG file is truncated (no end-of-image marker)"
+    """Why a PNG or JPEG is truncated or damaged, where its decoder would only warn and return filler."""
+    if fmt == "png":
+        return _png_problem(data)
+    if fmt == "jpeg":
+        from gpuseg.jpeg_scan import jpeg_problem
+
+        return jpeg_problem(data)
     return None
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Every chunk up to IEND complete, and every critical chunk's CRC right; data after IEND is ignored."""
+    view, pos, n, image_data = memoryview(data), 8, len(data), False
+    while True:
+        if pos + 12 > n:
+            return f"the PNG file ends at byte {n:,} before its IEND chunk (truncated)"
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length
+        if end > n:
+            return f"the PNG file is truncated: its {kind.decode('latin-1')} chunk at byte {pos:,} runs past its end"
+        if not kind[0] & 0x20:  # critical chunk: libpng would stop on a bad CRC, or worse, not notice
+            (crc,) = struct.unpack_from(">I", data, end - 4)
+            if zlib.crc32(view[pos + 4 : end - 4]) != crc:
+                return (
+                    f"the PNG file is damaged: the CRC of its {kind.decode('latin-1')} chunk at byte {pos:,} is wrong "
+                    "(a truncated file with its end re-attached, or corrupted data)"
+                )
+        image_data |= kind == b"IDAT"
+        if kind == b"IEND":
+            return None if image_data else "the PNG file has no image data (IDAT chunk)"
+        pos = end
 
 
 # ----------------------------------------------------------------------------------------- plain files
