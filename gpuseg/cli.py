@@ -228,7 +228,7 @@ def cluster(
     from gpuseg.cluster import cluster_features
     from gpuseg.errors import GpusegError
     from gpuseg.features import points_features
-    from gpuseg.io import atomic_write, save_npy
+    from gpuseg.io import atomic_write, read_points, save_npy
 
     out = out or points.with_name(points.stem + ".labels.npy")
     try:
@@ -236,7 +236,7 @@ def cluster(
             raise ValueError(f"--out {out}: the labels file must end in .npy or .csv")
         if out.exists() and not overwrite:
             raise GpusegError(f"{out}: exists; pass --overwrite to replace it")
-        X = _read_points(points)
+        X = read_points(points)
         run = cluster_features(
             points_features(X), eps=eps, min_samples=min_samples, device=device.value, engine=engine.value
         )
@@ -253,29 +253,6 @@ def cluster(
         f"{points}: {labels.size:,} samples, {n_clusters} clusters, noise {(labels < 0).mean():.1%}, "
         f"engine {run.engine} on {run.device.kind} -> {out}"
     )
-
-
-def _read_points(path: Path):
-    import numpy as np
-
-    from gpuseg.errors import GpusegError
-
-    if not path.is_file():
-        raise GpusegError(f"{path}: no such file")
-    if path.suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise GpusegError(f"{path}: not a numeric .npy array ({exc})") from exc
-    if path.suffix == ".csv":
-        try:
-            return np.loadtxt(path, delimiter=",", ndmin=2)
-        except ValueError:
-            try:  # one header line
-                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
-            except ValueError as exc:
-                raise GpusegError(f"{path}: not a numeric CSV table ({exc})") from exc
-    raise GpusegError(f"{path}: points must be a .npy or .csv file")
 
 
 @app.command()
