@@ -13,6 +13,7 @@ NUMBA_ENABLE_CUDASIM=1), to check the script itself on a machine without a GPU.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -92,12 +93,13 @@ class Check:
         if not self.simulate:
             self.xp.cuda.get_current_stream().synchronize()
 
-    def gpu_run(self, features, opts: dict):
-        """Run the GPU engine on features already on the device; (labels on host, seconds, stage seconds)."""
+    def gpu_run(self, features, opts: dict, band_rows: int | None = None):
+        """Run the GPU engine on features on the device, or in host memory with ``band_rows`` (the grid engine
+        then uploads them band by band); (labels on host, seconds, stage seconds)."""
         from gpuseg.engines.cells_gpu import run_cells_device
         from gpuseg.engines.grid_gpu import run_grid_device
 
-        run = run_grid_device if opts["xy_scale"] else run_cells_device
+        run = functools.partial(run_grid_device, band_rows=band_rows) if opts["xy_scale"] else run_cells_device
         job = Job(features, opts["eps"], opts["min_samples"], None, self.device, StageTimer(self.sync))
         if self.simulate:
             start = time.perf_counter()
@@ -119,9 +121,10 @@ class Check:
     def correctness(self, cases) -> None:
         from sklearn.cluster import DBSCAN
 
-        for name, image, opts, with_sklearn in cases:
+        for name, image, opts, with_sklearn, *band in cases:
             host = build_features(image, color=opts["color"], xy_scale=opts["xy_scale"])
-            gpu, _, _ = self.gpu_run(self.on_device(image, opts), opts)
+            band_rows = band[0] if band else None
+            gpu, _, _ = self.gpu_run(host if band_rows else self.on_device(image, opts), opts, band_rows)
             engine = "grid" if opts["xy_scale"] else "cells"
             cpu = cluster_features(host, eps=opts["eps"], min_samples=opts["min_samples"], engine=engine, device="cpu")
             row = {
@@ -271,6 +274,7 @@ def main() -> int:
         ("astronaut 512 rgb+xy", data.astronaut() if not args.simulate else small, POSITION, not args.simulate),
         ("medium 1MP rgb+xy", medium, POSITION, False),
         ("medium 1MP rgb colour-only", medium, COLOUR, True),
+        ("medium 1MP rgb+xy from host memory in bands of 97 rows", medium, POSITION, False, 97),
     ]
     errors = []
     sections = (

@@ -46,7 +46,7 @@ def explain(out_dir: Path) -> None:
 
     image = gpuseg.load_image(ROOT / "gpuseg" / "data" / "shapes.png")
     suggestion = suggest_eps(image, min_samples=20)
-    plot_k_distances(suggestion, out_dir / "kdist.png")
+    plot_k_distances(suggestion, out_dir / "kdist.png", overwrite=True)
     result = gpuseg.segment(image, eps=round(suggestion.eps, 4), min_samples=20)
     panel = cv2.cvtColor(explain_panel(result), cv2.COLOR_RGB2BGR)
     cv2.imwrite(str(out_dir / "explain.jpg"), panel, [cv2.IMWRITE_JPEG_QUALITY, 85])

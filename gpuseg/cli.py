@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
+import re
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -16,8 +19,10 @@ from typing import Annotated, Optional
 import typer
 
 from gpuseg import __version__
+from gpuseg.benchmark import CHILD_TIMEOUT_S
 from gpuseg.device import DEVICES
 from gpuseg.engines import ENGINE_NAMES
+from gpuseg.errors import OutputExistsError
 from gpuseg.features import ALPHA_MODES, COLOR_SPACES
 from gpuseg.pipeline import DEFAULT_COLOR, DEFAULT_EPS, DEFAULT_MIN_SAMPLES, DEFAULT_XY_SCALE
 
@@ -38,7 +43,90 @@ EngineOpt = StrEnum("EngineOpt", {name.replace("-", "_"): name for name in ENGIN
 
 
 def _err(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {cli_words(message)}", fg=typer.colors.RED, err=True)
+
+
+_PARAMETER = re.compile(
+    r"\b(eps|min_samples|xy_scale|device|engine|overwrite|max_pixels|max_memory|color|alpha)=('?)([^'\s,;)]*)\2"
+)
+
+
+def cli_words(message: str) -> str:
+    """A library message in the command line's words: ``device='cpu'`` -> ``--device cpu``,
+    ``overwrite=True`` -> ``--overwrite``, ``xy_scale=None`` -> ``--xy-scale 0``."""
+
+    def option(match: re.Match) -> str:
+        name, value = "--" + match[1].replace("_", "-"), match[3]
+        if value == "True":
+            return name
+        return f"{name} {'0' if value == 'None' else value}"
+
+    return _PARAMETER.sub(option, message)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the command unwinds like on Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _command_frame():
+    """What every command runs in: a project error is one line and exit 1; Ctrl-C or SIGTERM discards the
+    outputs in progress and exits at once (130 / 143); anything unexpected is one line and exit 1
+    (GPUSEG_DEBUG=1 shows the traceback)."""
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    except (KeyboardInterrupt, _Terminated) as exc:
+        _interrupted(143 if isinstance(exc, _Terminated) else 130)
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        from gpuseg.errors import GpusegError
+
+        if os.environ.get("GPUSEG_DEBUG"):
+            raise
+        if isinstance(exc, (GpusegError, ValueError, OSError)):
+            _err(str(exc))
+        else:
+            _err(f"unexpected {type(exc).__name__}: {exc} (GPUSEG_DEBUG=1 shows where; please report it)")
+        raise typer.Exit(1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(code: int) -> None:
+    """Discard the outputs in progress and exit; without waiting for threads still computing or encoding."""
+    import threading
+
+    from gpuseg.io import abort_all_outputs
+
+    abort_all_outputs()
+    _err("interrupted; no partial outputs were left")
+    if any(t.name.startswith("gpuseg-") and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
+
+
+def _flag(name: str, help: str):
+    return typer.Option(name, metavar="", help=help)
+
+
+def _xy_scale(value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise typer.BadParameter(f"{value}: give 0 for colour only, or a positive scale such as 0.01")
+    return value
 
 
 def _version(value: bool) -> None:
@@ -54,11 +142,40 @@ def main(
     ] = None,
 ) -> None:
     """Segment images by clustering their pixels with exact DBSCAN, on CUDA GPUs and on CPUs."""
+    if "numba" not in sys.modules:  # compiled kernels are cached where this user can write, whatever the install
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
+
+
+def cache_dir() -> Path:
+    """gpuseg's cache folder: $XDG_CACHE_HOME/gpuseg or ~/.cache/gpuseg."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpuseg"
+
+
+@contextlib.contextmanager
+def _first_run_notice():
+    """Say once per machine (and gpuseg and numba version) that the first run compiles the kernels."""
+    from importlib import metadata
+
+    marker = cache_dir() / f"kernels-{__version__}-numba-{metadata.version('numba')}.ready"
+    first = not marker.exists()
+    if first:
+        typer.echo(
+            f"first run: compiling gpuseg's kernels for this machine (10-20 s, cached in "
+            f"{os.environ.get('NUMBA_CACHE_DIR', 'numba cache')})",
+            err=True,
+        )
+    yield
+    if first:
+        with contextlib.suppress(OSError):
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
 
 
 ColorArg = Annotated[Color, typer.Option("--color", help="Colour features.")]
 AlphaArg = Annotated[Alpha, typer.Option("--alpha", help="What to do with an alpha channel.")]
-XyScaleArg = Annotated[float, typer.Option("--xy-scale", help="Position features x*s, y*s; 0 for colour only.")]
+XyScaleArg = Annotated[
+    float, typer.Option("--xy-scale", callback=_xy_scale, help="Position features x*s, y*s; 0 for colour only.")
+]
 EpsOpt = Annotated[float, typer.Option("--eps", help="DBSCAN radius in feature units (colours in [0, 1]).")]
 MinSamplesOpt = Annotated[int, typer.Option("--min-samples", help="Neighbourhood weight that makes a core sample.")]
 DeviceArg = Annotated[DeviceOpt, typer.Option("--device", help="auto: a CUDA GPU when there is one.")]
@@ -78,14 +195,18 @@ def segment(
     out_dir: Annotated[
         Optional[Path], typer.Option("--out-dir", help="Where outputs go (default: beside each image).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document with every report.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    as_json: Annotated[bool, _flag("--json", "Print one JSON document with every report.")] = False,
+    overwrite: Annotated[bool, _flag("--overwrite", "Replace existing outputs.")] = False,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse larger images.")] = 2**28,
+    max_memory: Annotated[
+        Optional[float],
+        typer.Option("--max-memory", help="Refuse runs predicted to need more bytes [default: what is available]."),
+    ] = None,
     save: Annotated[
         str, typer.Option("--save", help="Pictures to write: any of overlay,mean,boundaries,noise (or none).")
     ] = "overlay",
     explain: Annotated[
-        bool, typer.Option("--explain", help="Also write <stem>.explain.png: input, colour only, + position, noise.")
+        bool, _flag("--explain", "Also write <stem>.explain.png: input, colour only, + position, noise.")
     ] = False,
     truth: Annotated[
         Optional[Path], typer.Option("--truth", help="Ground-truth label image: adds ARI and VI to the report.")
@@ -95,10 +216,7 @@ def segment(
     from rich.console import Console
     from rich.progress import Progress
 
-    from gpuseg.errors import GpusegError
     from gpuseg.pictures import PICTURES
-    from gpuseg.pipeline import explain_panel, save_outputs
-    from gpuseg.pipeline import segment as run_segment
 
     pictures = tuple(p for p in save.split(",") if p and p != "none")
     unknown = [p for p in pictures if p not in PICTURES]
@@ -108,40 +226,81 @@ def segment(
     if truth is not None and len(images) > 1:
         _err("--truth compares one image with its ground truth; give one image")
         raise typer.Exit(2)
+    stems = _output_stems(images, out_dir)
 
     reports, failures = [], []
-    scale = xy_scale if xy_scale > 0 else None
-    with Progress(console=Console(stderr=True), disable=len(images) < 2, transient=True) as progress:
+    options = dict(
+        eps=eps,
+        min_samples=min_samples,
+        color=color.value,
+        alpha=alpha.value,
+        xy_scale=xy_scale,
+        device=device.value,
+        engine=engine.value,
+        max_pixels=max_pixels,
+        max_memory=None if max_memory is None else int(max_memory),
+    )
+    with (
+        _command_frame(),
+        _first_run_notice(),
+        Progress(console=Console(stderr=True), disable=len(images) < 2, transient=True) as progress,
+    ):
         task = progress.add_task("segmenting", total=len(images))
-        for path in images:
+        for path, stem in zip(images, stems, strict=True):
             try:
-                result = run_segment(
-                    path,
-                    eps=eps,
-                    min_samples=min_samples,
-                    color=color.value,
-                    alpha=alpha.value,
-                    xy_scale=scale,
-                    device=device.value,
-                    engine=engine.value,
-                    max_pixels=max_pixels,
-                    truth=truth,
-                )
-                stem = (out_dir or path.parent) / path.stem
-                panel = explain_panel(result, device=device.value, engine=engine.value) if explain else None
-                written = save_outputs(result, stem, overwrite=overwrite, pictures=pictures, explain=panel)
-                result.report["outputs"] = [str(p) for p in written]
-                reports.append(result.report)
+                report = _segment_one(path, stem, options, truth, overwrite, pictures, explain)
+                reports.append(report)
                 if not as_json:
-                    progress.console.print(_report_table(result.report))
-            except (GpusegError, ValueError, OSError) as exc:
-                failures.append({"source": str(path), "error": str(exc)})
-                _err(str(exc))
+                    progress.console.print(_report_table(report))
+            except Exception as exc:  # one image's failure, whatever it is, is reported and the batch goes on
+                message = _failure_message(exc)
+                failures.append({"source": str(path), "error": message})
+                _err(message)
             progress.advance(task)
     if as_json:
         typer.echo(json.dumps({"reports": reports, "failures": failures}, indent=2))
     if failures:
         raise typer.Exit(1)
+
+
+def _segment_one(path: Path, stem: Path, options: dict, truth, overwrite: bool, pictures, explain: bool) -> dict:
+    from gpuseg.pipeline import check_run_memory, explain_panel, save_outputs
+    from gpuseg.pipeline import segment as run_segment
+
+    check_run_memory(
+        path, color=options["color"], xy_scale=options["xy_scale"], pictures=len(pictures), explain=explain,
+        max_memory=options["max_memory"],
+    )  # fmt: skip
+    result = run_segment(path, truth=truth, **options)
+    panel = explain_panel(result, device=options["device"], engine=options["engine"]) if explain else None
+    save_outputs(result, stem, overwrite=overwrite, pictures=pictures, explain=panel)
+    return result.report
+
+
+def _failure_message(exc: Exception) -> str:
+    from gpuseg.errors import GpusegError
+
+    if os.environ.get("GPUSEG_DEBUG"):
+        raise exc
+    if isinstance(exc, (GpusegError, ValueError, OSError)):
+        return cli_words(str(exc))
+    return f"unexpected {type(exc).__name__}: {exc} (GPUSEG_DEBUG=1 shows where; please report it)"
+
+
+def _output_stems(images: list[Path], out_dir: Path | None) -> list[Path]:
+    """``<out_dir or the image's folder>/<stem>`` of each image; a usage error (exit 2) when two images
+    would write the same files."""
+    stems = [(out_dir or path.parent) / path.stem for path in images]
+    first: dict[Path, Path] = {}
+    for path, stem in zip(images, stems, strict=True):
+        key = stem.resolve()
+        if key in first:
+            same = first[key].resolve() == path.resolve()
+            why = "is given twice" if same else f"and {first[key]} would both write {stem}.*"
+            _err(f"{path} {why}; rename one, or segment them into separate --out-dir folders")
+            raise typer.Exit(2)
+        first[key] = path
+    return stems
 
 
 def _report_table(report: dict):
@@ -161,7 +320,8 @@ def _report_table(report: dict):
         device += f" - CPU because {report['fallback_reason']}"
     table.add_row("device", escape(device))
     table.add_row("engine", escape(report["engine"] + (f" - {report['engine_note']}" if report["engine_note"] else "")))
-    table.add_row("clusters", f"{report['n_clusters']}, noise {report['noise_fraction']:.1%}")
+    n = report["n_clusters"]
+    table.add_row("clusters", f"{n} cluster{'' if n == 1 else 's'}, noise {report['noise_fraction']:.1%}")
     if report["quality"]:
         q = report["quality"]
         ari, vi = q["adjusted_rand_index"], q["variation_of_information"]
@@ -181,22 +341,21 @@ def suggest(
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Where the k-distance plot goes (default <stem>.kdist.png).")
     ] = None,
+    overwrite: Annotated[bool, _flag("--overwrite", "Replace an existing plot.")] = False,
 ) -> None:
     """Suggest eps for an image: the knee of its k-distance curve (k = min samples), with a plot."""
-    from gpuseg.errors import GpusegError
     from gpuseg.io import load_image
     from gpuseg.suggest import plot_k_distances, suggest_eps
 
-    scale = xy_scale if xy_scale > 0 else None
-    try:
+    scale = xy_scale or None
+    plot = plot or image.with_name(image.stem + ".kdist.png")
+    with _command_frame(), _first_run_notice():
+        if plot.exists() and not overwrite:
+            raise OutputExistsError(f"{plot}: exists; pass --overwrite to replace it, or choose --plot")
         s = suggest_eps(
             load_image(image), min_samples=min_samples, color=color.value, alpha=alpha.value, xy_scale=scale
         )
-        plot = plot or image.with_name(image.stem + ".kdist.png")
-        plot_k_distances(s, plot)
-    except (GpusegError, ValueError, OSError) as exc:
-        _err(str(exc))
-        raise typer.Exit(1) from None
+        plot_k_distances(s, plot, overwrite=overwrite)
     typer.echo(
         f"suggested eps: {s.eps:.4g} (knee of the {min_samples}-distance curve of {len(s.k_distances):,} pixels)"
     )
@@ -220,22 +379,22 @@ def cluster(
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Labels file, .npy or .csv (default <stem>.labels.npy).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing labels file.")] = False,
+    overwrite: Annotated[bool, _flag("--overwrite", "Replace an existing labels file.")] = False,
 ) -> None:
     """DBSCAN on a feature array; labels (-1 noise) to .npy or .csv."""
     import numpy as np
 
     from gpuseg.cluster import cluster_features
-    from gpuseg.errors import GpusegError
     from gpuseg.features import points_features
-    from gpuseg.io import atomic_write, read_points, save_npy
+    from gpuseg.io import atomic_write, save_npy
+    from gpuseg.points import read_points
 
     out = out or points.with_name(points.stem + ".labels.npy")
-    try:
+    with _command_frame(), _first_run_notice():
         if out.suffix not in (".npy", ".csv"):
             raise ValueError(f"--out {out}: the labels file must end in .npy or .csv")
         if out.exists() and not overwrite:
-            raise GpusegError(f"{out}: exists; pass --overwrite to replace it")
+            raise OutputExistsError(f"{out}: exists; pass --overwrite to replace it")
         X = read_points(points)
         run = cluster_features(
             points_features(X), eps=eps, min_samples=min_samples, device=device.value, engine=engine.value
@@ -245,19 +404,20 @@ def cluster(
             save_npy(out, labels, overwrite=overwrite)
         else:
             atomic_write(out, lambda f: np.savetxt(f, labels, fmt="%d"), overwrite=overwrite)
-    except (GpusegError, ValueError, OSError) as exc:
-        _err(str(exc))
-        raise typer.Exit(1) from None
     n_clusters = int(labels.max()) + 1 if labels.size else 0
+    clusters = f"{n_clusters} cluster{'' if n_clusters == 1 else 's'}"
     typer.echo(
-        f"{points}: {labels.size:,} samples, {n_clusters} clusters, noise {(labels < 0).mean():.1%}, "
+        f"{points}: {labels.size:,} samples, {clusters}, noise {(labels < 0).mean():.1%}, "
         f"engine {run.engine} on {run.device.kind} -> {out}"
     )
 
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="The seed's examples and 0.25 MP photos only.")] = False,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="Only the 750 blobs, the RGBA logo and the photo at 0.25 MP (or at --sizes)."),
+    ] = False,
     device: DeviceArg = DeviceOpt.auto,
     engine: Annotated[
         Optional[list[EngineOpt]], typer.Option("--engine", help="Only these engines (repeat the option).")
@@ -268,35 +428,62 @@ def bench(
     repeat: Annotated[
         Optional[int], typer.Option("--repeat", min=1, help="Timed runs per engine, median reported [5; 3 quick].")
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1, help="Seconds after which one engine's run on a case is stopped (an error)."),
+    ] = CHILD_TIMEOUT_S,
     out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, bench.csv and bench.png.")] = Path(
         "gpuseg-bench"
     ),
 ) -> None:
-    """Time every engine on the seed's examples and on photos of growing size, beside scikit-learn."""
+    """Time every engine beside scikit-learn on point sets, generated images and a photo of growing size.
+
+    Cases: make_blobs points (750; 1M in 2-D, 3-D), a generated RGBA logo (500x500) and shapes image (1411x1411).
+
+    Photo: Grace Hopper's portrait from matplotlib's sample data, cropped or mirror-tiled to each of --sizes.
+
+    Runs this machine cannot do (no GPU, no cuML, too little memory) are rows with the reason; other failures exit 1.
+    """
     from rich.console import Console
 
-    from gpuseg.benchmark import DEFAULT_SIZES, QUICK_SIZES, run_suite, suite, table, write_outputs
+    from gpuseg.benchmark import DEFAULT_SIZES, QUICK_SIZES, errors, run_suite, suite, table, write_outputs
 
     try:
         size_list = tuple(float(v) for v in sizes.split(",")) if sizes else (QUICK_SIZES if quick else DEFAULT_SIZES)
-        if any(v <= 0 for v in size_list):
+        if any(not v > 0 for v in size_list):
             raise ValueError
     except ValueError:
         _err(f"--sizes {sizes!r}: give positive megapixel counts separated by commas, e.g. 0.25,1,2")
         raise typer.Exit(2) from None
+    if out.exists() and not out.is_dir():
+        _err(f"--out {str(out)!r} is a file: give a folder (it is created if missing)")
+        raise typer.Exit(2)
     console = Console()
     engines = [e.value for e in engine] if engine else None
     cases = suite(size_list, quick=quick)
 
     def show(row) -> None:
-        done = "not run" if row.reason else f"{row.median_s:.3f} s"
-        console.print(f"[dim]{row.case} | {row.engine} on {row.device}: {done}[/dim]")
+        done = f"{'error' if row.error else 'not run'}: {row.reason}" if row.reason else f"{row.median_s:.3f} s"
+        console.print(f"{row.case} | {row.engine} on {row.device}: {done}", style="dim", markup=False)
 
     repeat = repeat or (3 if quick else 5)
-    document = run_suite(cases, engines=engines, device=device.value, repeat=repeat, progress=show)
+    document = run_suite(cases, engines=engines, device=device.value, repeat=repeat, timeout=timeout, progress=show)
     console.print(table(document))
-    for path in write_outputs(document, out):
+    try:
+        written = write_outputs(document, out)
+    except OSError as exc:
+        _err(f"--out {str(out)!r}: cannot write the results ({exc.strerror or exc}); give a writable folder")
+        raise typer.Exit(1) from None
+    for path in written:
         console.print(f"wrote {path}")
+    if out / "bench.png" not in written:
+        console.print("bench.png not written: no photo case ran (see the reasons above)")
+    failed = errors(document)
+    for line in failed:
+        _err(line)
+    if failed:
+        _err(f"{len(failed)} of {len(document['rows'])} runs failed (results above and in {out})")
+        raise typer.Exit(1)
 
 
 LIBRARIES = (

@@ -14,6 +14,7 @@ from gpuseg.engines import ENGINES, auto_engine, get_engine
 from gpuseg.engines.base import Job
 from gpuseg.errors import DeviceError, EngineUnavailableError
 from gpuseg.features import Features, points_features
+from gpuseg.interrupts import call_interruptibly
 from gpuseg.report import StageTimer
 
 
@@ -91,11 +92,13 @@ def check_parameters(eps: float, min_samples: int) -> tuple[float, int]:
 def check_weights(sample_weight, n_samples: int) -> np.ndarray | None:
     if sample_weight is None:
         return None
-    w = np.asarray(sample_weight, dtype=np.float64)
+    w = np.asarray(to_host(sample_weight), dtype=np.float64)
     if w.shape != (n_samples,):
         raise ValueError(f"sample_weight has shape {w.shape}; it needs one weight per sample: ({n_samples},)")
     if not np.isfinite(w).all():
-        raise ValueError("sample_weight has NaN or infinite values")
+        raise ValueError("sample_weight has NaN or infinite values; give finite weights")
+    if not w.any():  # scikit-learn refuses these too
+        raise ValueError("sample_weight is all zeros; give at least one non-zero weight (or none: every sample 1)")
     return w
 
 
@@ -121,12 +124,20 @@ def cluster_features(
     if spec_name == "auto":
         spec_name = auto_engine(job, dev.kind)
         if dev.kind not in ENGINES[spec_name].runners:
-            job.note = f"{spec_name} has no GPU engine here; it ran on the CPU"
+            why = f"no GPU engine runs {features.n_features} features here"
+            if device == "gpu":  # never a silent CPU run
+                raise DeviceError(
+                    f"device='gpu': {why}: gpuseg's GPU engines take image features with position or up to 5 "
+                    "features, and cuML (pip install 'gpuseg[cuml]') is not installed; use device='auto' or 'cpu'"
+                )
+            job.note = f"{why} ({spec_name} ran on the CPU)"
             job.device = dev = cpu_fallback(job.note)
     spec = ENGINES[spec_name]
     reason = spec.why_not_input(job)
     if reason:
         raise ValueError(reason)
+    if dev.kind == "cpu":
+        job.features, job.weights = _on_host(features, weights)
     try:
         labels = _run(spec, job, weights)
     except Exception as exc:
@@ -136,9 +147,15 @@ def cluster_features(
         if device == "gpu" or "cpu" not in spec.runners:
             raise DeviceError(f"{message}; use device='cpu' (the same labels) or a smaller image") from exc
         job.device = cpu_fallback(f"{message}; ran on the CPU")
-        job.features, job.weights, job.sub_seconds = features, weights, {}
+        job.features, job.weights = _on_host(features, weights)
+        job.sub_seconds = {}
         labels = _run(spec, job, weights)
     return ClusterRun(labels.astype(np.int64, copy=False), spec_name, job.device, job.note, dict(job.sub_seconds))
+
+
+def _on_host(features: Features, weights):
+    """Features and weights as NumPy arrays (a CuPy image's features come back from its GPU)."""
+    return features.map_arrays(to_host), None if weights is None else np.asarray(to_host(weights))
 
 
 def _run(spec, job: Job, weights) -> np.ndarray:
@@ -149,11 +166,13 @@ def _run(spec, job: Job, weights) -> np.ndarray:
         from gpuseg.engines.gpu_common import features_to_device
 
         with timer.stage("to_device"):
-            job.features = features_to_device(job.features)
-            if weights is not None:
-                job.weights = dev.xp.asarray(weights)
+            if spec.uploads_whole(job):  # else the engine uploads the features part by part
+                job.features = features_to_device(job.features)
+                if weights is not None:
+                    job.weights = dev.xp.asarray(weights)
     with timer.stage("cluster"):
-        labels = spec.runner(dev.kind)(job) if job.features.n_samples else np.zeros(0, dtype=np.int64)
+        runner = spec.runner(dev.kind)
+        labels = call_interruptibly(lambda: runner(job), job.stop) if job.features.n_samples else np.zeros(0, np.int64)
     with timer.stage("to_host"):
         return np.asarray(to_host(labels))
 

@@ -99,7 +99,8 @@ def pixel_features(
         For RGBA images: drop alpha; keep it as a fourth colour column; or keep only pixels with alpha > 0 as
         samples (the others get label -1).
     xy_scale : float, optional
-        When set, two more columns ``x * xy_scale`` and ``y * xy_scale`` (column and row index).
+        When positive, two more columns ``x * xy_scale`` and ``y * xy_scale`` (column and row index); None or 0
+        for colour only.
 
     Returns
     -------
@@ -109,7 +110,7 @@ def pixel_features(
     Raises
     ------
     ValueError
-        An unknown ``color`` or ``alpha``, a non-positive ``xy_scale``, an unsupported shape or dtype, or
+        An unknown ``color`` or ``alpha``, a negative or non-finite ``xy_scale``, an unsupported shape or dtype, or
         NaN/inf values.
     """
     return build_features(image, color=color, alpha=alpha, xy_scale=xy_scale).matrix()
@@ -127,8 +128,7 @@ def build_features(
         raise ValueError(f"color={color!r} is not one of {', '.join(COLOR_SPACES)}")
     if alpha not in ALPHA_MODES:
         raise ValueError(f"alpha={alpha!r} is not one of {', '.join(ALPHA_MODES)}")
-    if xy_scale is not None and not (np.isfinite(xy_scale) and xy_scale > 0):
-        raise ValueError(f"xy_scale={xy_scale!r} must be a positive number (or None for colour only)")
+    xy_scale = check_xy_scale(xy_scale)
     xp = array_module(image)  # an image already on a GPU (CuPy) gets its features built there
     image = xp.asarray(image)
     if image.ndim == 2 and image.dtype.kind == "f":
@@ -156,6 +156,8 @@ def build_features(
             extra, extra_names = [alpha_plane], ("alpha",)
         image = image[:, :, :3]
     colours, names = _colour_planes(image, color, xp)
+    if extra and colours.dtype.kind == "f":  # Lab values: the alpha column is scaled to [0, 1] like them
+        extra = [_unit(e, xp) for e in extra]
     colours = xp.concatenate([colours, *(e[:, :, None] for e in extra)], axis=2) if extra else colours
     names = names + extra_names
     lut = None
@@ -171,8 +173,32 @@ def build_features(
         colours=xp.ascontiguousarray(colours),
         lut=lut,
         mask=mask,
-        xy_scale=None if xy_scale is None else float(xy_scale),
+        xy_scale=xy_scale,
     )
+
+
+def check_xy_scale(xy_scale: float | None) -> float | None:
+    """``xy_scale`` as a positive float, or None for colour only (``None`` or 0).
+
+    Raises
+    ------
+    ValueError
+        A negative, NaN or infinite scale, or not a number.
+    """
+    if xy_scale is None:
+        return None
+    if isinstance(xy_scale, bool) or not isinstance(xy_scale, (int, float, np.integer, np.floating)):
+        raise ValueError(f"xy_scale={xy_scale!r} must be a number: 0 or None for colour only, else positive")
+    if not (np.isfinite(xy_scale) and xy_scale >= 0):
+        raise ValueError(f"xy_scale={xy_scale!r} must be 0 (colour only) or a positive finite number such as 0.01")
+    return float(xy_scale) if xy_scale > 0 else None
+
+
+def _unit(plane, xp):
+    """A plane as float64 in [0, 1]: integers divided by their dtype's maximum, floats as they are."""
+    if plane.dtype.kind == "u":
+        return plane.astype(xp.float64) / np.iinfo(plane.dtype).max
+    return plane.astype(xp.float64, copy=False)
 
 
 def points_features(points: np.ndarray) -> Features:

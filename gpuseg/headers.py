@@ -16,7 +16,7 @@ from typing import Protocol
 HEADER_READ_LIMIT = 1 << 20
 """Most bytes any header parser reads (seeks past the rest)."""
 
-READABLE_FORMATS = (
+FORMATS = (
     "PNG, JPEG, TIFF (and BigTIFF), BMP, WebP, PBM/PGM/PPM/PAM/PFM, Radiance HDR, Sun raster, GIF, JPEG 2000 and AVIF"
 )
 
@@ -114,12 +114,17 @@ def parse_header(source: ByteSource) -> ImageHeader:
         Not a format gpuseg reads, a header that is truncated or inconsistent, or channels gpuseg does
         not handle.
     """
+    if source.size == 0:
+        raise HeaderError("the file is empty")
     reader = _Reader(source)
     head = reader.read(0, 32)
     parser = _parser_for(head)
     if parser is None:
-        raise HeaderError(f"not an image format gpuseg reads (it reads {READABLE_FORMATS})")
-    header = parser(reader)
+        raise HeaderError(f"not an image gpuseg reads (it reads {FORMATS})")
+    try:
+        header = parser(reader)
+    except (struct.error, IndexError, KeyError, ValueError) as exc:
+        raise HeaderError(f"its header is damaged ({exc})") from None
     if header.height <= 0 or header.width <= 0:
         raise HeaderError(f"its {header.format} header claims a size of {header.width}x{header.height} pixels")
     if header.channels not in (1, 3, 4):

@@ -1,21 +1,24 @@
-"""Reading images (header first, bounded, regular files only) and points; writing outputs atomically."""
+"""Reading images with OpenCV (header first, bounded, regular files only) and writing outputs all together or
+not at all."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import secrets
 import stat
 import struct
-import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gpuseg.errors import GpusegError, ImageError, MemoryLimitError, OutputExistsError
+from gpuseg.errors import GpusegError, ImageError, OutputExistsError
 from gpuseg.headers import BytesSource, HeaderError, ImageHeader, parse_header
 
 DEFAULT_MAX_PIXELS = 2**28
@@ -24,10 +27,13 @@ DEFAULT_MAX_PIXELS = 2**28
 MAX_BYTES_PER_PIXEL = 32
 """No image encoding takes more than this per pixel (four float64 channels, uncompressed)."""
 
-FILE_SLACK_BYTES = 2**28
+FILE_SLACK_BYTES = 2**26
 """Room beyond the pixels for metadata and trailing data (EXIF, ICC profiles, a motion photo's video)."""
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageHeader", "decode_image", "load_image", "read_header", "read_points"]
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest file an image of ``max_pixels`` pixels can be, metadata and trailing data included."""
+    return MAX_BYTES_PER_PIXEL * max_pixels + FILE_SLACK_BYTES
 
 
 def read_header(path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memoryview) -> ImageHeader:
@@ -54,7 +60,7 @@ def read_header(path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memo
     """
     if isinstance(path_or_bytes, bytes | bytearray | memoryview):
         return _header(BytesSource(path_or_bytes), "<bytes>")
-    with _RegularFile(path_or_bytes, ImageError) as file:
+    with RegularFile(path_or_bytes, ImageError) as file:
         return _header(file, file.name)
 
 
@@ -87,14 +93,14 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         ``max_pixels`` is not a positive integer.
     """
     _check_max_pixels(max_pixels)
-    with _RegularFile(path, ImageError) as file:
-        limit = MAX_BYTES_PER_PIXEL * max_pixels + FILE_SLACK_BYTES
+    with RegularFile(path, ImageError) as file:
+        limit = max_file_bytes(max_pixels)
         if file.size > limit:
             raise ImageError(
                 f"{file.name}: {file.size:,} bytes is more than any image of at most {max_pixels:,} pixels takes "
-                f"({limit:,} bytes); if it is an image, raise max_pixels (--max-pixels on the command line)"
+                f"({limit:,} bytes); raise max_pixels=<pixels> if it is one"
             )
-        _check_pixels(_header(file, file.name).pixels, max_pixels, file.name)
+        _check_pixels(_header(file, file.name), max_pixels, file.name)
         data = file.read_all()
     return decode_image(data, name=file.name, max_pixels=max_pixels)
 
@@ -105,7 +111,7 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAUL
 
     _check_max_pixels(max_pixels)
     header = _header(BytesSource(data), name)
-    _check_pixels(header.pixels, max_pixels, name)
+    _check_pixels(header, max_pixels, name)
     problem = _integrity_problem(data, header.format)
     if problem:
         raise ImageError(f"{name}: {problem}")
@@ -123,7 +129,7 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAUL
         )
     if image.size == 0:
         raise ImageError(f"{name}: the image has no pixels")
-    _check_pixels(image.shape[0] * image.shape[1], max_pixels, name)
+    _check_pixels(ImageHeader(header.format, image.shape[0], image.shape[1], 1, 1), max_pixels, name)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3:
@@ -136,14 +142,14 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAUL
 
 def _check_max_pixels(max_pixels: int) -> None:
     if max_pixels < 1:
-        raise ValueError(f"max_pixels must be >= 1 (the most pixels an image may have), got {max_pixels!r}")
+        raise ValueError(f"max_pixels={max_pixels} must be >= 1 (the most pixels an image may have)")
 
 
-def _check_pixels(n: int, max_pixels: int, name: str) -> None:
-    if n > max_pixels:
+def _check_pixels(header: ImageHeader, max_pixels: int, name: str) -> None:
+    if header.pixels > max_pixels:
         raise ImageError(
-            f"{name}: {n:,} pixels is more than the limit of {max_pixels:,}; raise it with max_pixels "
-            "(--max-pixels on the command line) if the machine has the memory"
+            f"{name}: {header.width}x{header.height} = {header.pixels:,} pixels is more than the limit of "
+            f"{max_pixels:,}; raise max_pixels={header.pixels} if the machine has the memory"
         )
 
 
@@ -199,15 +205,15 @@ _NOT_REGULAR = (
 )
 
 
-class _RegularFile:
+class RegularFile:
     """A regular file opened for reading, refused if it is anything else; reads are bounded by its size.
 
     Also a ``ByteSource`` for :func:`gpuseg.headers.parse_header`. Every ``OSError`` becomes ``error``
     naming the path.
     """
 
-    def __init__(self, path: str | os.PathLike[str], error: type[GpusegError]) -> None:
-        self.name, self.error = str(path), error
+    def __init__(self, path: str | os.PathLike[str], error: type[GpusegError], what: str = "image file") -> None:
+        self.name, self.error, self.what = str(path), error, what
         with self._errors():
             self._require_regular(os.stat(path))
             # O_NONBLOCK: should a FIFO be swapped in after the check, opening it cannot block
@@ -222,7 +228,7 @@ class _RegularFile:
             raise
         self.size = info.st_size
 
-    def __enter__(self) -> _RegularFile:
+    def __enter__(self) -> RegularFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -264,202 +270,203 @@ class _RegularFile:
             return
         kind = next((what for test, what in _NOT_REGULAR if test(info.st_mode)), "not a regular file")
         raise self.error(
-            f"{self.name}: is {kind}, not a file gpuseg can read; give it a regular file (save a stream to a "
+            f"{self.name}: is {kind}, not an {self.what}; give the path of a regular file (save a stream to a "
             "file first)"
-        )
-
-
-# ---------------------------------------------------------------------------------------------- points
-
-
-def read_points(path: str | os.PathLike[str]) -> np.ndarray:
-    """Feature rows to cluster, from a ``.npy`` array or a ``.csv`` table.
-
-    Parameters
-    ----------
-    path : str or path-like
-        ``.npy``: a 2-D numeric array ``(N, F)``. ``.csv``: one sample per line, its F features separated
-        by commas, optionally below one header line (a first line where no field is a number).
-
-    Returns
-    -------
-    points : ndarray
-        ``(N, F)``, the array's own dtype for ``.npy``, float64 for ``.csv``; every value finite.
-
-    Raises
-    ------
-    GpusegError
-        The file is missing, not a regular file, empty, truncated, not 2-D, not numeric, or a CSV row is
-        not a number or has another number of columns (the message names the line), or a value is NaN
-        or infinite.
-    MemoryLimitError
-        The array would not fit in the memory available.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".npy", ".csv"):
-        raise GpusegError(f"{path}: points must be a .npy or .csv file (got {path.suffix or 'no suffix'!r})")
-    with _RegularFile(path, GpusegError) as file:
-        if file.size == 0:
-            raise GpusegError(f"{path}: the file is empty")
-        if suffix == ".npy":
-            points, row_names = _read_npy(file, path), None
-        else:
-            points, row_names = _read_csv(file, path)
-    _check_finite(points, path, row_names)
-    return points
-
-
-def _read_npy(file: _RegularFile, path: Path) -> np.ndarray:
-    """The array of a .npy file, its header checked against the file's size and the memory first."""
-    from numpy.lib import format as npy
-
-    try:
-        version = npy.read_magic(file.file)
-        readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
-        if version not in readers:
-            raise GpusegError(f"{path}: .npy format version {version} is not read; save the array with numpy.save")
-        shape, _, dtype = readers[version](file.file)
-    except (ValueError, OSError) as exc:
-        raise GpusegError(f"{path}: not a readable .npy file ({exc})") from None
-    if dtype.hasobject or dtype.kind not in "biuf":
-        raise GpusegError(f"{path}: holds {dtype} values; gpuseg clusters numbers: save X.astype(float) instead")
-    if len(shape) != 2:
-        raise GpusegError(
-            f"{path}: holds an array of shape {shape}; gpuseg clusters a 2-D array of N samples by F features: "
-            "reshape it (X.reshape(-1, 1) for one feature per sample) and save it again"
-        )
-    if 0 in shape:
-        raise GpusegError(f"{path}: holds an empty array of shape {shape}; there is nothing to cluster")
-    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    have = file.size - file.file.tell()
-    if need > have:
-        raise GpusegError(
-            f"{path}: its header claims an array of shape {shape} ({dtype}), {need:,} bytes, but only {have:,} "
-            "bytes follow it: the file is truncated or damaged; save the array again with numpy.save"
-        )
-    _check_memory(need, f"an array of shape {shape} ({dtype})", path)
-    try:
-        file.file.seek(0)
-        return npy.read_array(file.file, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise GpusegError(f"{path}: not a readable .npy file ({exc})") from None
-
-
-def _read_csv(file: _RegularFile, path: Path) -> tuple[np.ndarray, list[int]]:
-    """(points, 1-based line number in the file of each row)."""
-    _check_memory(8 * file.size, f"the numbers of a {file.size:,}-byte CSV file", path)
-    raw = file.read_all()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise GpusegError(f"{path}: not a text file (byte {exc.start:,} is not UTF-8 text)") from None
-    rows = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if not rows:
-        raise GpusegError(f"{path}: has no rows; write one sample per line, its features separated by commas")
-    if not any(_is_number(field) for field in rows[0][1].split(",")):  # a header line
-        rows = rows[1:]
-        if not rows:
-            raise GpusegError(f"{path}: has a header line and no data rows below it")
-    try:
-        points = np.loadtxt([line for _, line in rows], delimiter=",", ndmin=2, dtype=np.float64, comments=None)
-    except ValueError as exc:
-        raise GpusegError(f"{path}: {_csv_problem(rows) or exc}") from None
-    return points, [number for number, _ in rows]
-
-
-def _is_number(field: str) -> bool:
-    try:
-        float(field)
-    except ValueError:
-        return False
-    return True
-
-
-def _csv_problem(rows: list[tuple[int, str]]) -> str | None:
-    """The first row that is not numbers separated by commas, or has another number of columns."""
-    width, width_line = None, None
-    for number, line in rows:
-        fields = line.split(",")
-        for column, field in enumerate(fields, 1):
-            if not _is_number(field):
-                what = f"{field.strip()!r} is not a number" if field.strip() else "the field is empty"
-                return f"line {number}, column {column}: {what} (features are numbers separated by commas)"
-        if width is None:
-            width, width_line = len(fields), number
-        elif len(fields) != width:
-            return (
-                f"line {number} has {len(fields)} columns where line {width_line} has {width}; every row needs "
-                "the same number of features"
-            )
-    return None
-
-
-def _check_finite(points: np.ndarray, path: Path, line_numbers: list[int] | None) -> None:
-    if points.dtype.kind != "f":
-        return
-    bad = ~np.isfinite(points)
-    if bad.any():
-        row, column = (int(i) for i in np.argwhere(bad)[0])
-        where = f"line {line_numbers[row]}" if line_numbers else f"row {row} (from 0)"
-        raise GpusegError(
-            f"{path}: {where}, column {column + 1}: {points[row, column]} is not a finite number; DBSCAN needs "
-            f"finite features: remove or fill in the {int(bad.any(axis=1).sum()):,} rows that have NaN or inf"
-        )
-
-
-def _check_memory(need: int, what: str, path: Path) -> None:
-    from gpuseg.engines.sklearn import available_memory
-
-    have = available_memory()
-    if need > have:
-        raise MemoryLimitError(
-            f"{path}: {what} takes {need / 2**30:.1f} GiB and {have / 2**30:.1f} GiB of memory is available; "
-            "cluster a subset of the rows, or use a machine with more memory"
         )
 
 
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *, overwrite: bool = False) -> Path:
-    """Write a file through ``write(fileobj)`` into a temporary file beside it, then rename it into place.
+class OutputSet:
+    """Files that appear together or not at all.
 
-    A failure at any point leaves no file at ``path`` (and no temporary file behind).
+    Each file is written into a hidden temporary file beside its target (created with ``O_EXCL`` and mode
+    0o666, so the kernel applies the process umask; the umask itself is never changed), and :meth:`commit`
+    renames all of them into place. Until then nothing is visible; :meth:`abort` (called on any exception,
+    ``KeyboardInterrupt`` included, when used as a context manager) removes every temporary file, also those of
+    writers still running in other threads, which remove their own file when they finish.
+
+    Without ``overwrite``, an existing target is never replaced: the check is made up front, and the commit
+    links the file into place, which fails rather than replace a file that appeared meanwhile.
     """
-    path = Path(path)
-    return commit(stage(path, write, overwrite=overwrite), path)
+
+    def __init__(self, paths, *, overwrite: bool = False) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.overwrite = overwrite
+        seen: dict[Path, Path] = {}
+        for path in self.paths:
+            key = path.resolve()
+            if key in seen:
+                raise ValueError(f"{path}: written twice by one output set")
+            seen[key] = path
+        if not overwrite:
+            existing = [str(p) for p in self.paths if p.exists() or p.is_symlink()]
+            if existing:
+                raise OutputExistsError(f"{', '.join(existing)}: exist; pass --overwrite to replace them")
+        self._lock = threading.Lock()
+        self._staged: dict[Path, Path] = {}
+        self._aborted = False
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            self.abort()
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+
+    def stage(self, path: str | os.PathLike[str], write: Callable[[Any], None]) -> None:
+        """Write one of the set's files into its temporary file (safe to call from several threads)."""
+        path = Path(path)
+        if path not in self.paths:
+            raise ValueError(f"{path} is not one of this output set's files")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if self._aborted:
+                raise OutputAbortedError(f"{path}: not written, its output set was abandoned")
+            tmp, fd = _create_temporary(path)
+            self._staged[path] = tmp
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+        except BaseException:
+            with self._lock:
+                self._staged.pop(path, None)
+            tmp.unlink(missing_ok=True)
+            raise
+        with self._lock:
+            if self._aborted:  # abandoned while this file was being written
+                tmp.unlink(missing_ok=True)
+                raise OutputAbortedError(f"{path}: not written, its output set was abandoned")
+
+    def commit(self) -> list[Path]:
+        """Rename every staged file into place, in the order of ``paths`` (put the report last).
+
+        An interrupt that arrives during the renames lets them finish first: the set appears whole.
+        """
+        missing = [str(p) for p in self.paths if p not in self._staged]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: never written; the output set is incomplete")
+        with self._lock:
+            pending = list(self.paths)
+            interrupted = None
+            while pending:
+                try:
+                    self._place(self._staged[pending[0]], pending[0])
+                except BaseException as exc:
+                    if isinstance(exc, Exception):
+                        self._undo(self.paths[: len(self.paths) - len(pending)])
+                        raise
+                    interrupted = interrupted or exc  # finish the renames, then let the interrupt through
+                    continue
+                del self._staged[pending.pop(0)]
+            if interrupted is not None:
+                raise interrupted
+        return list(self.paths)
+
+    def abort(self) -> None:
+        """Remove every temporary file; writers still running remove theirs when they finish."""
+        with self._lock:
+            self._aborted = True
+            for tmp in self._staged.values():
+                tmp.unlink(missing_ok=True)
+            self._staged.clear()
+
+    def _place(self, tmp: Path, path: Path) -> None:
+        if self.overwrite:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)  # fails if the target appeared since the check
+        except FileExistsError:
+            if os.path.samefile(tmp, path):  # linked already, before an interrupt
+                tmp.unlink()
+                return
+            raise OutputExistsError(f"{path}: appeared while it was being written; not replaced") from None
+        except OSError:  # a file system without hard links
+            if path.exists():
+                raise OutputExistsError(f"{path}: appeared while it was being written; not replaced") from None
+            os.replace(tmp, path)
+            return
+        tmp.unlink()
+
+    def _undo(self, placed: list[Path]) -> None:
+        """After a failed commit without overwrite, remove the files this set already placed."""
+        if not self.overwrite:
+            for path in placed:
+                path.unlink(missing_ok=True)
+        for tmp in self._staged.values():
+            tmp.unlink(missing_ok=True)
+        self._staged.clear()
 
 
-def stage(path: Path, write: Callable[[Any], None], *, overwrite: bool = False) -> Path:
-    """Write the temporary file of :func:`atomic_write` and return its path; :func:`commit` renames it.
+class OutputAbortedError(GpusegError):
+    """A file of an output set that was abandoned (interrupt or failure of another file) was not written."""
 
-    On failure nothing is left behind.
+
+_LIVE: set[OutputSet] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def abort_all_outputs() -> None:
+    """Abandon every output set in progress in this process (the command line calls this on an interrupt,
+    before it exits without waiting for its threads)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for outputs in live:
+        outputs.abort()
+
+
+def _create_temporary(path: Path) -> tuple[Path, int]:
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+    raise OSError(f"{path}: could not create a temporary file beside it")
+
+
+def write_outputs(
+    renders: dict[Path, Callable[[], Callable[[Any], None]]], *, overwrite: bool = False, threads: int = 1
+) -> list[Path]:
+    """Write files all together or not at all (see :class:`OutputSet`), in the order of ``renders``.
+
+    ``renders`` maps each path to a function that prepares its content (encoding, in a pool of ``threads``
+    threads) and returns the writer of the file object.
     """
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: exists; pass --overwrite (overwrite=True) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with OutputSet(renders, overwrite=overwrite) as outputs:
+        stage_all(outputs, renders, threads=threads)
+        return outputs.commit()
+
+
+def stage_all(outputs: OutputSet, renders: dict[Path, Callable[[], Callable[[Any], None]]], *, threads: int) -> None:
+    """Stage the files of ``renders`` into ``outputs``, in a pool of ``threads`` threads (encoders release the
+    GIL). On the first failure, or an interrupt, the set is abandoned and this returns without waiting for the
+    writers still running."""
+    if threads <= 1:
+        for path, render in renders.items():
+            outputs.stage(path, render())
+        return
+    pool = ThreadPoolExecutor(min(threads, len(renders)), thread_name_prefix="gpuseg-write")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        futures = [pool.submit(lambda p=p, r=r: outputs.stage(p, r())) for p, r in renders.items()]
+        for future in futures:
+            future.result()
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        outputs.abort()
+        pool.shutdown(wait=False, cancel_futures=True)
         raise
-    return Path(tmp)
+    pool.shutdown()
 
 
-def commit(tmp: Path, path: Path) -> Path:
-    """Rename a staged temporary file into place (atomic on one file system)."""
-    os.replace(tmp, path)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *, overwrite: bool = False) -> Path:
+    """Write one file through ``write(fileobj)``: it appears complete or not at all (see :class:`OutputSet`)."""
+    return write_outputs({Path(path): lambda: write}, overwrite=overwrite)[0]
 
 
 def npy_writer(array: np.ndarray) -> Callable[[Any], None]:

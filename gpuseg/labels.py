@@ -45,6 +45,8 @@ def cluster_colours(n: int, seed: int = 0) -> np.ndarray:
     """(n, 3) uint8 colours, distinct and bright, the same for the same n (golden-ratio hues)."""
     import cv2
 
+    if n == 0:  # zero clusters is a valid result (every sample noise)
+        return np.zeros((0, 3), dtype=np.uint8)
     hues = (np.arange(n) * 0.618033988749895 + 0.1 * seed) % 1.0
     hsv = np.stack([hues * 180, np.full(n, 200), np.where(np.arange(n) % 2, 255, 190)], axis=1)
     return cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0]

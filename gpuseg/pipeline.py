@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,11 @@ from gpuseg import __version__
 from gpuseg.arrays import array_module, to_host
 from gpuseg.cluster import check_parameters, cluster_features
 from gpuseg.features import AlphaMode, ColorSpace, Features, build_features
-from gpuseg.io import DEFAULT_MAX_PIXELS, commit, load_image, npy_writer, png_writer, save_json, stage
+from gpuseg.io import DEFAULT_MAX_PIXELS, OutputSet, json_writer, load_image, npy_writer, png_writer, stage_all
 from gpuseg.labels import check_png_labels, labels_to_png, overlay, to_rgb8
 from gpuseg.report import REPORT_KEYS, STAGES, StageTimer, cluster_summary
 
-DEFAULT_EPS = 0.05
+DEFAULT_EPS = 0.055
 DEFAULT_MIN_SAMPLES = 20
 DEFAULT_COLOR: ColorSpace = "lab"
 DEFAULT_XY_SCALE = 0.01
@@ -48,6 +47,7 @@ def segment(
     device: str = "auto",
     engine: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_memory: int | None = None,
     truth: np.ndarray | str | os.PathLike[str] | None = None,
 ) -> SegmentResult:
     """Segment an image by DBSCAN on its pixels (the samples), with per-stage timings.
@@ -60,11 +60,14 @@ def segment(
     eps, min_samples
         DBSCAN's parameters, in feature units (colours scaled to [0, 1]; positions times ``xy_scale``).
     color, alpha, xy_scale
-        The features (see :func:`gpuseg.pixel_features`). ``xy_scale=None`` clusters colour alone.
+        The features (see :func:`gpuseg.pixel_features`). ``xy_scale`` None or 0 clusters colour alone.
     device, engine
         Where and how to cluster (see :func:`gpuseg.dbscan`).
     max_pixels : int
         Refuse larger images (see :func:`gpuseg.load_image`).
+    max_memory : int, optional
+        Refuse, before loading anything, a run predicted to need more bytes than this (default: the memory
+        the machine has available; see :func:`check_run_memory`).
     truth : ndarray or path, optional
         A ground-truth label image of the same size: the report's ``quality`` then holds the adjusted Rand
         index and the variation of information (noise counts as one more region).
@@ -76,11 +79,13 @@ def segment(
     Raises
     ------
     GpusegError
-        The image cannot be read, or the device or engine cannot run.
+        The image cannot be read, the run would not fit in memory (MemoryLimitError), or the device or engine
+        cannot run.
     ValueError
         A bad parameter.
     """
     check_parameters(eps, min_samples)
+    check_run_memory(image_or_path, color=color, xy_scale=xy_scale, max_memory=max_memory)
     timer = StageTimer()
     start = time.perf_counter()
     source = None
@@ -113,7 +118,7 @@ def segment(
         "min_samples": int(min_samples),
         "color": color,
         "alpha": alpha,
-        "xy_scale": xy_scale,
+        "xy_scale": features.xy_scale,
         "device": run.device.kind,
         "device_name": run.device.name,
         "engine": run.engine,
@@ -126,6 +131,49 @@ def segment(
     }
     assert tuple(report) == REPORT_KEYS
     return SegmentResult(labels=labels, image=image, features=features, report=report)
+
+
+def check_run_memory(
+    image_or_path,
+    *,
+    color: str = DEFAULT_COLOR,
+    xy_scale: float | None = DEFAULT_XY_SCALE,
+    pictures: int = 0,
+    explain: bool = False,
+    max_memory: int | None = None,
+) -> int:
+    """Predict the peak memory of segmenting an image (from its header, for a path) and writing ``pictures``
+    pictures (and the explain panel); return it, or raise before any work when it exceeds ``max_memory``
+    (default: the memory available).
+
+    Raises
+    ------
+    MemoryLimitError
+        The run would need more memory than it may take.
+    """
+    from gpuseg.features import check_xy_scale
+    from gpuseg.io import read_header
+    from gpuseg.memory import check_memory, predicted_memory
+
+    if isinstance(image_or_path, (str, os.PathLike)):
+        header = read_header(image_or_path)
+        pixels, channels, itemsize, name = header.pixels, header.channels, header.itemsize, str(image_or_path)
+        decode = True
+    else:
+        image = image_or_path if hasattr(image_or_path, "dtype") else np.asarray(image_or_path)
+        shape = image.shape + (1,) * max(0, 2 - image.ndim)
+        pixels, channels = shape[0] * shape[1], shape[2] if len(shape) == 3 else 1
+        itemsize, name, decode = image.dtype.itemsize, "the image", False
+    position = check_xy_scale(xy_scale) is not None
+    need = predicted_memory(
+        pixels, channels=channels, itemsize=itemsize, color=color, position=position, decode=decode,
+        pictures=pictures, explain=explain,
+    )  # fmt: skip
+    what = f"{name}: segmenting {pixels:,} pixels ({color}{' + position' if position else ', colour only'})"
+    if pictures:
+        what += f" and writing {pictures} picture{'s' if pictures > 1 else ''}"
+    check_memory(need, what, max_memory)
+    return need
 
 
 def _quality(labels: np.ndarray, truth, max_pixels: int) -> dict[str, float]:
@@ -157,52 +205,47 @@ def save_outputs(
     explain: np.ndarray | None = None,
 ) -> list[Path]:
     """Write the labels (.labels.npy int32; .labels.png uint16, 0 = noise), the ``pictures`` (any of
-    overlay, mean, boundaries, noise), the ``explain`` panel when given, and the report (.json).
+    overlay, mean, boundaries, noise), the ``explain`` panel when given, and the report (.json) last.
 
-    The files are encoded in parallel into temporary files and renamed into place only when all of them
-    are written: a failure leaves none of them (and no partial file). With ``overwrite=False`` nothing is
-    written if any output exists. The report's ``save`` and ``total`` timings include the writing.
+    All the files appear together or none does (:class:`gpuseg.io.OutputSet`): they are encoded in parallel
+    into hidden temporary files, the report is written once they all are, and only then are they renamed into
+    place; a failure or an interrupt at any point leaves no file behind. With ``overwrite=False`` nothing is
+    written if any output exists. The report gains ``outputs`` (the files) and its ``save`` and ``total``
+    timings include the writing.
+
+    Raises
+    ------
+    OutputExistsError
+        An output exists and ``overwrite`` is False.
+    ValueError
+        An unknown picture, or more clusters than a 16-bit label PNG holds.
     """
-    from gpuseg.errors import OutputExistsError
     from gpuseg.pictures import PICTURES, picture
 
     unknown = [p for p in pictures if p not in PICTURES]
     if unknown:
         raise ValueError(f"pictures {unknown} are not among {', '.join(PICTURES)}")
     paths = output_paths(Path(stem_path), pictures, explain is not None)
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"{', '.join(existing)}: exist; pass --overwrite (overwrite=True) to replace them")
     start = time.perf_counter()
     check_png_labels(result.labels)
     image = to_host(result.image)
-    writers = {
-        ".labels.npy": lambda: npy_writer(result.labels.astype(np.int32)),
-        ".labels.png": lambda: png_writer(labels_to_png(result.labels)),
-        **{f".{name}.png": (lambda name=name: png_writer(picture(name, image, result.labels))) for name in pictures},
+    renders = {
+        paths[".labels.npy"]: lambda: npy_writer(result.labels.astype(np.int32)),
+        paths[".labels.png"]: lambda: png_writer(labels_to_png(result.labels)),
+        **{paths[f".{n}.png"]: (lambda n=n: png_writer(picture(n, image, result.labels))) for n in pictures},
     }
     if explain is not None:
-        writers[".explain.png"] = lambda: png_writer(explain)
-    with ThreadPoolExecutor(len(writers)) as pool:  # encoders release the GIL
-        futures = {s: pool.submit(lambda s=s: stage(paths[s], writers[s](), overwrite=overwrite)) for s in writers}
-        staged = {}
-        errors = []
-        for suffix, future in futures.items():
-            try:
-                staged[suffix] = future.result()
-            except Exception as exc:
-                errors.append(exc)
-    if errors:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
-        raise errors[0]
-    for suffix, tmp in staged.items():
-        commit(tmp, paths[suffix])
-    elapsed = time.perf_counter() - start
-    result.report["timings_s"]["save"] = elapsed
-    result.report["timings_s"]["total"] += elapsed
-    save_json(paths[".json"], result.report, overwrite=overwrite)
-    return list(paths.values())
+        renders[paths[".explain.png"]] = lambda: png_writer(explain)
+    with OutputSet(paths.values(), overwrite=overwrite) as outputs:
+        stage_all(outputs, renders, threads=len(renders))
+        elapsed = time.perf_counter() - start
+        timings = dict(result.report["timings_s"], save=elapsed)
+        timings["total"] = timings.get("total", 0.0) + elapsed
+        report = {**result.report, "timings_s": timings, "outputs": [str(p) for p in paths.values()]}
+        outputs.stage(paths[".json"], json_writer(report))
+        written = outputs.commit()
+    result.report = report
+    return written
 
 
 def explain_panel(result: SegmentResult, *, device: str = "auto", engine: str = "auto") -> np.ndarray:

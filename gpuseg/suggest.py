@@ -141,15 +141,16 @@ def knee_index(curve: np.ndarray) -> int:
     return int(np.argmax(x - y))
 
 
-def plot_k_distances(suggestion: EpsSuggestion, path) -> None:
-    """A PNG of the sorted k-distances with the knee and the suggested eps marked."""
-    import matplotlib
+def plot_k_distances(suggestion: EpsSuggestion, path, *, overwrite: bool = False) -> None:
+    """Write a PNG of the sorted k-distances with the knee and the suggested eps marked (atomically; an
+    existing file is replaced only with ``overwrite``)."""
+    from matplotlib.figure import Figure  # no pyplot: the host application's backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from gpuseg.io import atomic_write
 
     d = suggestion.k_distances
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     ax.plot(np.arange(d.shape[0]), d, lw=1.5, label=f"{suggestion.min_samples}-distance of each sampled pixel")
     ax.axhline(suggestion.eps, color="tab:red", lw=1, ls="--", label=f"suggested eps = {suggestion.eps:.4g}")
     ax.plot([suggestion.knee], [d[suggestion.knee]], "o", color="tab:red")
@@ -162,7 +163,4 @@ def plot_k_distances(suggestion: EpsSuggestion, path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    from gpuseg.io import atomic_write
-
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), overwrite=True)
-    plt.close(fig)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), overwrite=overwrite)

@@ -18,12 +18,25 @@ from gpuseg.synthetic import shapes_image
 NO_GPU = not gpu_status().usable
 
 
-def test_public_names():
-    for name in ("load_image", "pixel_features", "dbscan", "segment", "__version__"):
-        assert hasattr(gpuseg, name)
+def test_public_names_are_the_documented_functions():
+    import gpuseg.cluster
+    import gpuseg.features
+    import gpuseg.io
+    import gpuseg.pipeline
+    import gpuseg.suggest
+
+    assert gpuseg.dbscan is gpuseg.cluster.dbscan
+    assert gpuseg.pixel_features is gpuseg.features.pixel_features
+    assert gpuseg.load_image is gpuseg.io.load_image
+    assert gpuseg.segment is gpuseg.pipeline.segment
+    assert gpuseg.suggest_eps is gpuseg.suggest.suggest_eps
+    assert issubclass(gpuseg.GpusegError, Exception)
+    assert set(gpuseg.__all__) == {*gpuseg._LAZY, "__version__"}
+    with pytest.raises(AttributeError, match="no attribute 'segmnet'"):
+        gpuseg.segmnet  # noqa: B018
 
 
-def test_dbscan_matches_sklearn_on_fresh_random_duplicates(rng):
+def test_dbscan_matches_sklearn_on_random_duplicates(rng):
     X = rng.integers(0, 6, size=(3000, 3)).astype(float) / 5  # heavy duplicates
     w = rng.uniform(0.5, 2.0, X.shape[0])
     got = gpuseg.dbscan(X, eps=0.25, min_samples=40, sample_weight=w)
@@ -173,6 +186,7 @@ def test_gpu_out_of_memory_falls_back_under_auto_and_is_an_error_under_gpu(monke
         cluster, "resolve_device", lambda d: Device("cpu", "cpu") if d == "cpu" else FakeGpu("gpu", "fake")
     )
     monkeypatch.setattr(gpu_common, "features_to_device", lambda f: f)
+    monkeypatch.setattr(grid_gpu, "whole_image_fits", lambda job: True)
 
     def out_of_memory(job):
         raise OutOfMemoryError("Out of memory allocating 1,000,000,000 bytes")

@@ -53,22 +53,26 @@ def check_outputs(stem, image_path):
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("segment", "cluster", "info"):
-        assert command in result.output
+    listed = {line.split()[1] for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    assert {"segment", "suggest", "cluster", "bench", "info"} <= listed
 
 
 def test_segment_writes_four_checked_outputs(image_file, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["segment", str(image_file), *OPTS, "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
-    assert "clusters" in result.output
+    report = json.loads((out / "scene.json").read_text())
+    assert f"{report['n_clusters']} clusters, noise {report['noise_fraction']:.1%}" in result.output
     check_outputs(out / "scene", image_file)
 
 
 def test_segment_defaults_write_beside_the_image(image_file):
     result = runner.invoke(app, ["segment", str(image_file)])
     assert result.exit_code == 0, result.output
-    assert (image_file.parent / "scene.labels.npy").exists()
+    report = json.loads((image_file.parent / "scene.json").read_text())
+    assert (report["eps"], report["min_samples"], report["color"], report["xy_scale"]) == (0.055, 20, "lab", 0.01)
+    expected = gpuseg.segment(image_file).labels
+    np.testing.assert_array_equal(np.load(image_file.parent / "scene.labels.npy"), expected)
 
 
 def test_refuses_to_overwrite_then_overwrites(image_file, tmp_path):
@@ -126,7 +130,7 @@ def test_bad_option_value_is_a_usage_error(image_file):
 def test_bad_eps_is_reported_per_image(image_file, tmp_path):
     result = runner.invoke(app, ["segment", str(image_file), "--eps", "-1", "--out-dir", str(tmp_path / "o")])
     assert result.exit_code == 1
-    assert "eps=-1.0 must be a positive finite number" in result.output
+    assert "--eps -1.0 must be a positive finite number" in result.output
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])

@@ -39,7 +39,7 @@ def check_engine(features, eps, min_samples, engine, weights=None, device="cpu")
 
 @pytest.mark.parametrize("engine", CPU_ENGINES)
 @pytest.mark.parametrize("dims", [1, 2, 3, 4, 5])
-def test_random_blobs_fresh_each_run(engine, dims, rng):
+def test_random_blobs_seeded(engine, dims, rng):
     n = int(rng.integers(200, 1500))
     X, _ = make_blobs(n_samples=n, n_features=dims, centers=int(rng.integers(1, 6)), random_state=rng.integers(2**31))
     eps = float(rng.uniform(0.2, 1.2))
@@ -145,7 +145,7 @@ def test_images(case, engine):
 
 
 @pytest.mark.parametrize("engine", ["grid", "cells"])
-def test_random_images_with_weights_fresh_each_run(engine, rng):
+def test_random_images_with_weights_seeded(engine, rng):
     h, w = int(rng.integers(1, 40)), int(rng.integers(1, 40))
     levels = int(rng.integers(2, 12))  # few levels: many equal colours and near-equal distances
     image = (rng.integers(0, levels, (h, w, 3)) * (255 // levels)).astype(np.uint8)
@@ -181,13 +181,28 @@ def test_cells_refuses_many_dimensions_and_auto_falls_back(rng):
     np.testing.assert_array_equal(run.labels, reference(X, 2.0, 3))
 
 
-def test_negative_weights_are_refused_by_exact_engines_and_accepted_by_sklearn():
-    X = np.array([[0.0], [0.1], [0.2]])
-    w = np.array([1.0, -1.0, 3.0])
-    with pytest.raises(ValueError, match="sample_weight has negative values"):
-        cluster_features(points_features(X), eps=0.5, min_samples=2, sample_weight=w, engine="cells")
-    got = cluster_features(points_features(X), eps=0.5, min_samples=2, sample_weight=w, engine="sklearn").labels
-    np.testing.assert_array_equal(got, reference(X, 0.5, 2, w))
+@pytest.mark.parametrize("engine", ["auto", "grid", "cells", "sklearn-merged"])
+def test_negative_weights_match_sklearn(engine, rng):
+    """scikit-learn accepts negative weights (they can keep neighbours from being core): every engine sums such
+    neighbourhoods whole instead of stopping once min_samples is reached."""
+    image = (rng.integers(0, 4, (18, 22, 3)) * 60).astype(np.uint8)
+    weights = rng.choice([-3.0, -1.0, 0.5, 1.0, 2.0, 4.0], size=18 * 22)
+    labels = check_engine(build_features(image, xy_scale=0.02), 0.13, 3, engine, weights=weights)
+    assert (labels >= 0).any() and (labels < 0).any()
+
+
+def test_negative_weights_on_points_go_through_auto(rng):
+    X = rng.normal(size=(400, 3)).round(1)  # repeated rows: merged, their weights summed
+    weights = rng.choice([-2.0, 1.0, 3.0], size=400)
+    check_engine(points_features(X), 0.43, 4, "auto", weights=weights)
+
+
+def test_all_zero_weights_are_refused_as_scikit_learn_does():
+    X = np.zeros((5, 2))
+    with pytest.raises(ValueError, match="at least one non-zero number"):
+        reference(X, 0.5, 2, np.zeros(5))
+    with pytest.raises(ValueError, match="sample_weight is all zeros"):
+        cluster_features(points_features(X), eps=0.5, min_samples=2, sample_weight=np.zeros(5))
 
 
 def test_auto_picks_grid_for_position_and_cells_for_colour():

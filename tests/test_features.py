@@ -81,13 +81,32 @@ def test_points_are_passed_through():
     [
         ({"color": "hsv"}, "color='hsv' is not one of rgb, lab, gray"),
         ({"alpha": "keep"}, "alpha='keep' is not one of ignore, feature, mask"),
-        ({"xy_scale": 0.0}, "xy_scale=0.0 must be a positive number"),
-        ({"xy_scale": float("nan")}, "xy_scale=nan must be a positive number"),
+        ({"xy_scale": -0.01}, r"xy_scale=-0.01 must be 0 \(colour only\) or a positive finite number"),
+        ({"xy_scale": float("nan")}, r"xy_scale=nan must be 0 \(colour only\) or a positive"),
+        ({"xy_scale": float("-inf")}, r"xy_scale=-inf must be 0 \(colour only\) or a positive"),
+        ({"xy_scale": float("inf")}, r"xy_scale=inf must be 0 \(colour only\) or a positive"),
+        ({"xy_scale": "0.01"}, "xy_scale='0.01' must be a number"),
     ],
 )
 def test_bad_options_name_the_parameter(kwargs, message):
     with pytest.raises(ValueError, match=message):
         pixel_features(np.zeros((2, 2, 3), np.uint8), **kwargs)
+
+
+def test_xy_scale_zero_means_colour_only_as_on_the_command_line():
+    image = np.arange(24, dtype=np.uint8).reshape(2, 4, 3)
+    for colour_only in (0, 0.0, None):
+        X = pixel_features(image, xy_scale=colour_only)
+        np.testing.assert_array_equal(X, image.reshape(-1, 3) / 255.0)
+
+
+def test_lab_alpha_feature_column_is_scaled_like_the_colours():
+    image = np.zeros((2, 3, 4), np.uint8)
+    image[..., 3] = [[0, 51, 255], [102, 204, 255]]
+    X = pixel_features(image, color="lab", alpha="feature")
+    np.testing.assert_allclose(X[:, 3], [0, 0.2, 1, 0.4, 0.8, 1])
+    image16 = image.astype(np.uint16) * 257
+    np.testing.assert_allclose(pixel_features(image16, color="lab", alpha="feature")[:, 3], X[:, 3])
 
 
 @pytest.mark.parametrize(

@@ -147,3 +147,30 @@ def test_grid_in_bands_with_weights(rng):
     weights = rng.uniform(0, 3, image.shape[0] * image.shape[1])
     features = build_features(image, xy_scale=0.01)
     check("grid", features, 0.0523, 6, weights=weights, band_rows=int(rng.integers(1, 6)))
+
+
+@pytest.mark.parametrize("engine", ["grid", "cells"])
+def test_negative_and_fractional_weights(engine, rng):
+    image = (rng.integers(0, 4, (14, 17, 3)) * 60).astype(np.uint8)
+    weights = rng.choice([-2.0, -0.5, 0.25, 0.75, 1.5, 3.0], size=14 * 17)  # exact binary fractions
+    check(engine, build_features(image, xy_scale=0.02), 0.13, 2, weights=weights)
+
+
+def test_cell_weights_are_exact_beyond_two_to_the_53():
+    """One heavy point, then a cell of three points weighing 1 + 1 + 2: a difference of prefix sums rounds
+    that to 2, below min_samples 4; summed one by one it is 4, and the three points are a cluster."""
+    X = np.array([[0.0], [10.0], [10.001], [10.002]])
+    weights = np.array([2.0**53, 1.0, 1.0, 2.0])
+    got = run_on_device("cells", points_features(X), 0.1, 4, weights)
+    np.testing.assert_array_equal(got, [0, 1, 1, 1])
+    np.testing.assert_array_equal(got, oracle_dbscan(X, 0.1, 4, weights))
+
+
+def test_merged_weights_are_summed_in_input_order_as_on_the_cpu(rng):
+    from gpuseg.engines.merge import ordered_sums
+
+    inverse = rng.integers(0, 50, 5000)
+    weights = rng.uniform(0, 1, 5000) * 10.0 ** rng.integers(-8, 8, 5000)  # sums that depend on the order
+    got = ordered_sums(xp.asarray(inverse), xp.asarray(weights), 50, xp)
+    got = got if xp is np else got.get()
+    np.testing.assert_array_equal(got, np.bincount(inverse, weights=weights, minlength=50))

@@ -9,10 +9,10 @@ import pytest
 from numpy.lib import format as npy
 from typer.testing import CliRunner
 
-import gpuseg.engines.sklearn
+import gpuseg.memory
 from gpuseg.cli import app
 from gpuseg.errors import GpusegError, MemoryLimitError
-from gpuseg.io import read_points
+from gpuseg.points import read_points
 
 runner = CliRunner()
 
@@ -60,7 +60,7 @@ def test_truncated_npy_is_refused(tmp_path, rng):
 
 def test_npy_larger_than_the_memory_is_refused(tmp_path, rng, monkeypatch):
     np.save(tmp_path / "x.npy", rng.random((1000, 4)))
-    monkeypatch.setattr(gpuseg.engines.sklearn, "available_memory", lambda: 16_000)
+    monkeypatch.setattr(gpuseg.memory, "available_memory", lambda: 16_000)
     with pytest.raises(MemoryLimitError, match=r"x.npy: an array of shape \(1000, 4\) \(float64\) takes"):
         read_points(tmp_path / "x.npy")
 

@@ -26,12 +26,18 @@ class EngineSpec:
     missing: str | None = None
     """"module:function" () -> reason the engine's library is unusable here, or None."""
     exact: bool = True
+    fits_on_device: str | None = None
+    """"module:function" (Job) -> whether the features fit in device memory whole; when they do not, the GPU
+    runner receives them in host memory and uploads them part by part. None: always uploaded whole."""
 
     def runner(self, device_kind: str) -> Callable[[Job], object]:
         return _load(self.runners[device_kind])
 
     def why_not_input(self, job: Job) -> str | None:
         return _load(self.unsupported)(job) if self.unsupported else None
+
+    def uploads_whole(self, job: Job) -> bool:
+        return _load(self.fits_on_device)(job) if self.fits_on_device else True
 
     def why_missing(self) -> str | None:
         return _load(self.missing)() if self.missing else None
@@ -50,7 +56,7 @@ ENGINES: dict[str, EngineSpec] = {
             "pixel-grid stencil, exact; image features with position",
             {"cpu": "gpuseg.engines.grid:run_grid_cpu", "gpu": "gpuseg.engines.grid_gpu:run_grid_gpu"},
             unsupported="gpuseg.engines.grid:unsupported",
-            missing=None,
+            fits_on_device="gpuseg.engines.grid_gpu:whole_image_fits",
         ),
         EngineSpec(
             "cells",
@@ -85,11 +91,26 @@ def get_engine(name: str) -> EngineSpec:
 
 
 def auto_engine(job: Job, device_kind: str) -> str:
-    """The engine ``engine="auto"`` picks: grid for pixels with position, cells for up to 5 features,
-    else cuML on a GPU where installed, else scikit-learn on merged rows."""
-    for name in ("grid", "cells"):
-        if ENGINES[name].why_not_input(job) is None:
-            return name
+    """The engine ``engine="auto"`` picks: grid for pixels with position (cells instead when the stencil is
+    large and cells can run), cells for up to 5 features, else cuML on a GPU where installed, else
+    scikit-learn on merged rows.
+
+    Raises
+    ------
+    ValueError
+        Pixels with position whose stencil is too large for the grid engine, and too many features for cells.
+    """
+    from gpuseg.engines.grid import large_stencil
+
+    grid_reason = ENGINES["grid"].why_not_input(job)
+    cells_reason = ENGINES["cells"].why_not_input(job)
+    position = job.features.is_image and job.features.xy_scale is not None
+    if grid_reason is None and (cells_reason is not None or not large_stencil(job)):
+        return "grid"
+    if cells_reason is None:
+        return "cells"
+    if position:  # the stencil is too large for the grid engine and there is no cheaper exact path
+        raise ValueError(grid_reason)
     if device_kind == "gpu" and ENGINES["cuml"].why_missing() is None:
         return "cuml"
     return "sklearn-merged"

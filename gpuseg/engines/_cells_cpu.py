@@ -44,7 +44,7 @@ def _neighbour_cell(coords, keys, table, extent, strides, offsets, c, o):
     return table[key] if table.shape[0] else _lookup(keys, key)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def neighbour_cells(coords, keys, table, extent, offsets):
     """CSR lists (ptr, idx) of the occupied cells near each cell, itself first, in the order of offsets."""
     n_cells, n_dims = coords.shape
@@ -69,17 +69,19 @@ def neighbour_cells(coords, keys, table, extent, offsets):
     return ptr, idx
 
 
-@njit(parallel=True, cache=True)
-def count_neighbours(points, weights, start, ptr, idx, eps2, min_samples, core):
+@njit(parallel=True, cache=True, nogil=True)
+def count_neighbours(points, weights, start, ptr, idx, eps2, min_samples, stop_at, core, stop):
     """core[i] = weight of the eps-ball of point i >= min_samples. A cell's own points are all in the ball."""
     n_cells = start.shape[0] - 1
     for c in prange(n_cells):
+        if stop[0]:  # interrupted (see gpuseg.interrupts)
+            continue
         own = 0.0
         for i in range(start[c], start[c + 1]):
             own += weights[i]
         for i in range(start[c], start[c + 1]):
             total = own
-            if total < min_samples:
+            if total < stop_at:
                 for n in range(ptr[c], ptr[c + 1]):
                     b = idx[n]
                     if b == c:
@@ -87,9 +89,9 @@ def count_neighbours(points, weights, start, ptr, idx, eps2, min_samples, core):
                     for j in range(start[b], start[b + 1]):
                         if _d2(points, i, j, eps2) <= eps2:
                             total += weights[j]
-                            if total >= min_samples:
+                            if total >= stop_at:
                                 break
-                    if total >= min_samples:
+                    if total >= stop_at:
                         break
             core[i] = total >= min_samples
 
@@ -115,8 +117,8 @@ def adjacent(coords, a, b):
     return True
 
 
-@njit(cache=True)
-def union_cores(points, core, start, coords, ptr, idx, eps2, parent):
+@njit(cache=True, nogil=True)
+def union_cores(points, core, start, coords, ptr, idx, eps2, parent, stop):
     """Union cells whose core points touch (one pair is enough): adjacent cells first, then the others,
     skipping pairs already joined."""
     n_cells = start.shape[0] - 1
@@ -128,7 +130,7 @@ def union_cores(points, core, start, coords, ptr, idx, eps2, parent):
                 break
     for near in (True, False):
         for a in range(n_cells):
-            if not has_core[a]:
+            if not has_core[a] or stop[0]:
                 continue
             for n in range(ptr[a], ptr[a + 1]):
                 b = idx[n]
@@ -139,11 +141,13 @@ def union_cores(points, core, start, coords, ptr, idx, eps2, parent):
     return has_core
 
 
-@njit(parallel=True, cache=True)
-def attach_borders(points, core, start, ptr, idx, eps2, cell_label, labels):
+@njit(parallel=True, cache=True, nogil=True)
+def attach_borders(points, core, start, ptr, idx, eps2, cell_label, labels, stop):
     """A non-core point takes the smallest cluster number among the core points within eps (-1 if none)."""
     n_cells = start.shape[0] - 1
     for c in prange(n_cells):
+        if stop[0]:
+            continue
         for i in range(start[c], start[c + 1]):
             if core[i]:
                 labels[i] = cell_label[c]

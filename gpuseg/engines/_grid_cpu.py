@@ -26,16 +26,21 @@ def _pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2):
     return d2 + t * t
 
 
-@njit(parallel=True, cache=True)
-def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samples, core):
-    """core[y, x] = weight of the pixel's eps-ball (itself included) >= min_samples; stops once it is."""
+@njit(parallel=True, cache=True, nogil=True)
+def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samples, stop_at, core, stop):
+    """core[y, x] = weight of the pixel's eps-ball (itself included) >= min_samples; the count stops once it
+    reaches ``stop_at`` (min_samples, or infinity when negative weights make every neighbour count).
+
+    Every kernel skips its remaining rows once ``stop[0]`` is set (see :mod:`gpuseg.interrupts`)."""
     h, w = colours.shape[0], colours.shape[1]
     for y in prange(h):
+        if stop[0]:
+            continue
         for x in range(w):
             if not mask[y, x]:
                 continue
             total = weights[y, x]
-            if total < min_samples:
+            if total < stop_at:
                 for o in range(dy.shape[0]):
                     yy = y + dy[o]
                     xx = x + dx[o]
@@ -43,13 +48,13 @@ def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samp
                         continue
                     if _pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
                         total += weights[yy, xx]
-                        if total >= min_samples:
+                        if total >= stop_at:
                             break
             core[y, x] = total >= min_samples
 
 
-@njit(cache=True)
-def union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y_from, y_to, q_from, q_to):
+@njit(cache=True, nogil=True)
+def union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y_from, y_to, q_from, q_to, stop):
     """Union core pixels of rows [y_from, y_to) with forward core neighbours in rows [q_from, q_to).
 
     A neighbour already in the pixel's tree is skipped before its distance is computed: in a uniform
@@ -57,6 +62,8 @@ def union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y_from, y_to, q
     """
     h, w = colours.shape[0], colours.shape[1]
     for y in range(y_from, y_to):
+        if stop[0]:
+            return
         for x in range(w):
             if not core[y, x]:
                 continue
@@ -76,28 +83,30 @@ def union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y_from, y_to, q
                     parent[rq] = rp
 
 
-@njit(parallel=True, cache=True)
-def union_cores(colours, lut, core, xs, ys, dy, dx, eps2, parent, band_starts):
+@njit(parallel=True, cache=True, nogil=True)
+def union_cores(colours, lut, core, xs, ys, dy, dx, eps2, parent, band_starts, stop):
     """Union every pair of core neighbours: bands of rows in parallel (their trees are disjoint), then the
     pairs that cross a band border, in one thread."""
     n_bands = band_starts.shape[0] - 1
     h = colours.shape[0]
     for b in prange(n_bands):
         y0, y1 = band_starts[b], band_starts[b + 1]
-        union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y0, y1, y0, y1)
+        union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y0, y1, y0, y1, stop)
     reach = 0
     for o in range(dy.shape[0]):
         reach = max(reach, dy[o])
     for b in range(n_bands - 1):
         y1 = band_starts[b + 1]
-        union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, max(y1 - reach, 0), y1, y1, h)
+        union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, max(y1 - reach, 0), y1, y1, h, stop)
 
 
-@njit(parallel=True, cache=True)
-def attach_borders(colours, lut, mask, core, xs, ys, dy, dx, eps2, labels):
+@njit(parallel=True, cache=True, nogil=True)
+def attach_borders(colours, lut, mask, core, xs, ys, dy, dx, eps2, labels, stop):
     """A non-core sample takes the smallest cluster number among its core neighbours (-1 if none)."""
     h, w = colours.shape[0], colours.shape[1]
     for y in prange(h):
+        if stop[0]:
+            continue
         for x in range(w):
             if not mask[y, x] or core[y, x]:
                 continue

@@ -30,7 +30,7 @@ def union(parent, a, b):
         parent[a] = b
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def merge_window(parent, offset, roots):
     """Join, in the global ``parent``, each pixel of a window (global index ``offset + i``) with its
     root in the window (``roots[i]``, window index, -1 for non-members)."""
@@ -40,7 +40,7 @@ def merge_window(parent, offset, roots):
             union(parent, offset + i, offset + r)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def flatten_roots(parent, is_member):
     """Root of every member (-1 for the others), reading ``parent`` only, so safe in parallel."""
     roots = np.full(parent.shape[0], -1, dtype=parent.dtype)

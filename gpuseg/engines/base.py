@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gpuseg.device import Device
 from gpuseg.features import Features
+from gpuseg.interrupts import stop_flag
 from gpuseg.report import StageTimer
 
 
@@ -27,21 +29,23 @@ class Job:
     timer: StageTimer = field(default_factory=StageTimer)
     sub_seconds: dict[str, float] = field(default_factory=dict)
     note: str | None = None
+    stop: np.ndarray = field(default_factory=stop_flag)
+    """Set when the caller was interrupted: the CPU kernels then skip the rest of their work."""
 
     @property
     def eps2(self) -> float:
         return self.eps * self.eps
+
+    @property
+    def stop_at(self) -> float:
+        """The weight at which a neighbourhood count may stop: min_samples when no weight is negative (the
+        sum can only grow), else infinity, so that every neighbourhood is summed whole."""
+        if self.weights is not None and bool((self.weights < 0).any()):
+            return math.inf
+        return float(self.min_samples)
 
     def sub_stage(self, name: str):
         """Time a stage inside the cluster stage (count, union, number, borders, ...)."""
         timer = StageTimer(self.timer.sync)
         timer.seconds = self.sub_seconds
         return timer.stage(name)
-
-
-def require_nonnegative_weights(job: Job, engine: str) -> None:
-    if job.weights is not None and (job.weights < 0).any():
-        raise ValueError(
-            f"sample_weight has negative values; engine={engine!r} stops counting a neighbourhood once it "
-            "reaches min_samples, which needs weights >= 0. Use engine='sklearn' for negative weights."
-        )

@@ -13,25 +13,34 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpuseg.arrays import to_host
-from gpuseg.engines.stencil import TIE_SLACK
 
 MAX_CELL_DIMS = 5
 """Points of more dimensions than this go to scikit-learn (on merged rows): the neighbour cells explode."""
 
 
+CELL_ROUNDING = 1e-6
+"""Largest rounding error, in cells, of a point's computed cell coordinate that the layout accepts; inputs
+whose magnitude or spread makes it larger (coordinates ~1e9 times eps) go to an exact path instead."""
+CELL_SLACK = 1e-5
+"""Relative shrink of the cell side, so that points sharing a computed cell are within eps despite
+coordinate errors up to CELL_ROUNDING."""
+
+
 def cell_side(eps: float, n_dims: int) -> float:
-    """Side of a cell whose diagonal stays within eps even after rounding."""
-    return eps / math.sqrt(n_dims) * (1 - TIE_SLACK)
+    """Side of a cell whose diagonal stays within eps even after rounding of the coordinates."""
+    return eps / math.sqrt(n_dims) * (1 - CELL_SLACK)
 
 
 def neighbour_offsets(eps: float, n_dims: int) -> np.ndarray:
     """Integer cell offsets (including zero) whose cells can hold a point within eps of the centre cell's,
-    nearest first, so that a count that stops at min_samples looks at the likeliest cells first."""
+    nearest first, so that a count that stops at min_samples looks at the likeliest cells first. Computed
+    coordinates may be off by CELL_ROUNDING: the reach and the gaps allow for it."""
     side = cell_side(eps, n_dims)
-    reach = int(math.floor(eps / side)) + 1
+    slack = 2 * CELL_ROUNDING
+    reach = int(math.floor(eps / side + slack)) + 1
     offsets = []
     for o in itertools.product(range(-reach, reach + 1), repeat=n_dims):
-        gap = sum(max(abs(v) - 1, 0) ** 2 for v in o)
+        gap = sum(max(abs(v) - 1 - slack, 0) ** 2 for v in o)
         if gap * side * side <= eps * eps:
             offsets.append((gap, sum(v * v for v in o), o))
     offsets.sort()
@@ -52,15 +61,21 @@ class CellLayout:
 
 
 def cell_layout(points, eps: float, xp=np) -> CellLayout | None:
-    """Sort ``points`` (M, d) into cells; None when the cell keys would not fit in 62 bits."""
+    """Sort ``points`` (M, d) into cells; None when the cell keys would not fit in 62 bits, or when the
+    points' magnitude or spread is so large beside eps that float64 cannot place them in cells reliably."""
     n_dims = points.shape[1]
     side = cell_side(eps, n_dims)
-    lo = points.min(axis=0)
-    coords = xp.floor((points - lo) / side).astype(xp.int64)
-    extent = coords.max(axis=0) + 1
-    extent_host = [int(v) for v in to_host(extent)]
-    if math.prod(extent_host) >= 2**62:
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    spans = [float(v) for v in to_host((hi - lo) / side)]  # in floating point: checked before any cast
+    magnitude = [max(abs(float(a)), abs(float(b))) / side for a, b in zip(to_host(lo), to_host(hi), strict=True)]
+    if not all(math.isfinite(v) for v in spans + magnitude):
         return None
+    if sum(math.log2(math.floor(v) + 1) for v in spans) >= 62:  # the cell keys would not fit in 62 bits
+        return None
+    if max(4 * 2.0**-52 * (m + v) for m, v in zip(magnitude, spans, strict=True)) > CELL_ROUNDING:
+        return None  # rounding of the coordinates would blur the cells
+    coords = xp.floor((points - lo) / side).astype(xp.int64)
+    extent_host = [int(v) for v in to_host(coords.max(axis=0) + 1)]
     strides = np.cumprod([1, *extent_host[:0:-1]])[::-1].astype(np.int64)
     key = (coords * xp.asarray(strides)).sum(axis=1)
     order = xp.argsort(key)

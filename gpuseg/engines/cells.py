@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpuseg.arrays import scatter_min
-from gpuseg.engines.base import Job, require_nonnegative_weights
+from gpuseg.engines.base import Job
 from gpuseg.engines.cell_layout import MAX_CELL_DIMS, cell_layout, cell_table, neighbour_offsets
 
 
@@ -37,11 +37,12 @@ def number_cells(roots, first_core, xp=np):
 
 
 def overflow_fallback(job: Job) -> np.ndarray:
-    """scikit-learn on merged rows, on the host, when the cell keys of the points would not fit in 62 bits."""
+    """scikit-learn on merged rows (with a tree, exact), on the host, when the points cannot be put in cells:
+    cell keys beyond 62 bits, or coordinates too large beside eps for float64 cells."""
     from gpuseg.arrays import to_host
     from gpuseg.engines.sklearn import run_sklearn_merged
 
-    job.note = "cell keys overflow 62 bits for this spread of points; scikit-learn on merged rows ran"
+    job.note = "the points' spread or magnitude is too large beside eps for cells; scikit-learn on merged rows ran"
     job.features = job.features.map_arrays(to_host)
     job.weights = None if job.weights is None else to_host(job.weights)
     return run_sklearn_merged(job)
@@ -52,7 +53,6 @@ def run_cells_cpu(job: Job) -> np.ndarray:
     from gpuseg.engines._unionfind import flatten_roots
     from gpuseg.engines.merge import merge_rows
 
-    require_nonnegative_weights(job, "cells")
     with job.sub_stage("merge"):
         merged = merge_rows(job.features, job.weights)
     with job.sub_stage("cells"):
@@ -66,11 +66,13 @@ def run_cells_cpu(job: Job) -> np.ndarray:
     eps2 = job.eps2
     with job.sub_stage("count"):
         core = np.zeros(points.shape[0], dtype=np.bool_)
-        k.count_neighbours(points, weights, layout.start, ptr, idx, eps2, float(job.min_samples), core)
+        k.count_neighbours(
+            points, weights, layout.start, ptr, idx, eps2, float(job.min_samples), job.stop_at, core, job.stop
+        )
     n_cells = layout.start.shape[0] - 1
     with job.sub_stage("union"):
         parent = np.arange(n_cells, dtype=np.int64)
-        has_core = k.union_cores(points, core, layout.start, layout.coords, ptr, idx, eps2, parent)
+        has_core = k.union_cores(points, core, layout.start, layout.coords, ptr, idx, eps2, parent, job.stop)
     with job.sub_stage("number"):
         cell_of = np.repeat(np.arange(n_cells), np.diff(layout.start))
         first_core = np.full(n_cells, np.iinfo(np.int64).max, dtype=np.int64)
@@ -78,7 +80,7 @@ def run_cells_cpu(job: Job) -> np.ndarray:
         cell_label = number_cells(flatten_roots(parent, has_core), first_core)
     with job.sub_stage("borders"):
         sorted_labels = np.empty(points.shape[0], dtype=np.int64)
-        k.attach_borders(points, core, layout.start, ptr, idx, eps2, cell_label, sorted_labels)
+        k.attach_borders(points, core, layout.start, ptr, idx, eps2, cell_label, sorted_labels, job.stop)
         labels = np.empty_like(sorted_labels)
         labels[layout.order] = sorted_labels
     return labels[merged.inverse]

@@ -7,10 +7,10 @@ import numpy as np
 from numba import cuda
 
 from gpuseg.arrays import scatter_min
-from gpuseg.engines.base import Job, require_nonnegative_weights
+from gpuseg.engines.base import Job
 from gpuseg.engines.cell_layout import cell_layout, cell_table, neighbour_offsets
 from gpuseg.engines.cells import number_cells, overflow_fallback
-from gpuseg.engines.gpu_common import THREADS_1D, blocks_1d, find, flatten_roots, union
+from gpuseg.engines.gpu_common import THREADS_1D, blocks_1d, find, flatten_roots, sum_runs, union
 from gpuseg.engines.merge import merge_rows
 
 
@@ -72,13 +72,13 @@ def fill_neighbour_cells(coords, keys, table, extent, strides, offsets, ptr, idx
 
 
 @cuda.jit
-def count_neighbours(points, weights, start, cell_of, ptr, idx, cell_weight, eps2, min_samples, core):
+def count_neighbours(points, weights, start, cell_of, ptr, idx, cell_weight, eps2, min_samples, stop_at, core):
     i = cuda.grid(1)
     if i >= points.shape[0]:
         return
     c = cell_of[i]
     total = cell_weight[c]  # a cell's own points are all within eps
-    if total < min_samples:
+    if total < stop_at:
         for n in range(ptr[c], ptr[c + 1]):
             b = idx[n]
             if b == c:
@@ -86,9 +86,9 @@ def count_neighbours(points, weights, start, cell_of, ptr, idx, cell_weight, eps
             for j in range(start[b], start[b + 1]):
                 if _d2(points, i, j, eps2) <= eps2:
                     total += weights[j]
-                    if total >= min_samples:
+                    if total >= stop_at:
                         break
-            if total >= min_samples:
+            if total >= stop_at:
                 break
     core[i] = total >= min_samples
 
@@ -150,7 +150,6 @@ def run_cells_gpu(job: Job):
 
 def run_cells_device(job: Job, xp):
     """The cell engine on the GPU; ``xp`` is CuPy, or NumPy under the CUDA simulator."""
-    require_nonnegative_weights(job, "cells")
     with job.sub_stage("merge"):
         merged = merge_rows(job.features, job.weights, xp)
     with job.sub_stage("cells"):
@@ -173,14 +172,23 @@ def run_cells_device(job: Job, xp):
         fill_neighbour_cells[cells_grid, THREADS_1D](*cell_args, ptr, idx)
         cell_of = xp.searchsorted(layout.start, xp.arange(points.shape[0]), side="right") - 1
         entry_cell = xp.searchsorted(ptr, xp.arange(idx.shape[0]), side="right") - 1
-        summed = xp.concatenate([xp.zeros(1), xp.cumsum(weights)])
-        cell_weight = summed[layout.start[1:]] - summed[layout.start[:-1]]
+        cell_weight = sum_runs(weights, layout.start, xp)
     eps2 = job.eps2
     n_points = points.shape[0]
     with job.sub_stage("count"):
         core = xp.empty(n_points, dtype=xp.bool_)
         count_neighbours[blocks_1d(n_points), THREADS_1D](
-            points, weights, layout.start, cell_of, ptr, idx, cell_weight, eps2, float(job.min_samples), core
+            points,
+            weights,
+            layout.start,
+            cell_of,
+            ptr,
+            idx,
+            cell_weight,
+            eps2,
+            float(job.min_samples),
+            job.stop_at,
+            core,
         )
     with job.sub_stage("union"):
         core_sum = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(core, dtype=xp.int64)])

@@ -99,3 +99,23 @@ def scatter_min_kernel(target, index, values):
     i = cuda.grid(1)
     if i < index.shape[0]:
         cuda.atomic.min(target, index[i], values[i])
+
+
+@cuda.jit
+def _sum_runs(values, start, out):
+    c = cuda.grid(1)
+    if c < out.shape[0]:
+        total = 0.0
+        for i in range(start[c], start[c + 1]):
+            total += values[i]
+        out[c] = total
+
+
+def sum_runs(values, start, xp):
+    """``out[c] = values[start[c]] + ... + values[start[c + 1] - 1]``, added one by one in that order, as the
+    CPU engines add: exact whatever the total (no difference of prefix sums) and the same on every run (no
+    atomics)."""
+    out = xp.empty(start.shape[0] - 1, dtype=xp.float64)
+    if out.shape[0]:
+        _sum_runs[blocks_1d(out.shape[0]), THREADS_1D](values, start, out)
+    return out

@@ -11,14 +11,37 @@ import os
 
 import numpy as np
 
-from gpuseg.engines.base import Job, require_nonnegative_weights
-from gpuseg.engines.stencil import forward_half, stencil
+from gpuseg.engines.base import Job
+from gpuseg.engines.stencil import (
+    LARGE_STENCIL,
+    MAX_GRID_PAIRS,
+    forward_half,
+    stencil,
+    stencil_radius,
+    stencil_size,
+)
 
 
 def unsupported(job: Job) -> str | None:
-    if not job.features.is_image or job.features.xy_scale is None:
+    f = job.features
+    if not f.is_image or f.xy_scale is None:
         return "engine='grid' needs image features with position (xy_scale set); use engine='cells' or 'auto'"
+    size = stencil_size(job.eps, f.xy_scale, *f.shape)
+    if size > LARGE_STENCIL and size * f.n_samples > MAX_GRID_PAIRS:
+        radius = stencil_radius(job.eps, f.xy_scale)
+        reach = "anywhere in the image" if radius >= max(f.shape) else f"up to {radius:,} pixels apart"
+        return (
+            f"eps={job.eps:g} with xy_scale={f.xy_scale:g} lets pixels {reach} be neighbours: "
+            f"{size:,} offsets for each of {f.n_samples:,} pixels is too much work for engine='grid'. Use a "
+            "smaller eps, a larger xy_scale, xy_scale=0 (colour only), or at most 5 features (the cell engine)"
+        )
     return None
+
+
+def large_stencil(job: Job) -> bool:
+    """Does the pixel stencil have more than :data:`LARGE_STENCIL` offsets?"""
+    f = job.features
+    return stencil_size(job.eps, f.xy_scale, *f.shape) > LARGE_STENCIL
 
 
 def scattered_weights(job: Job, xp=np):
@@ -47,7 +70,6 @@ def run_grid_cpu(job: Job) -> np.ndarray:
     from gpuseg.engines import _grid_cpu as k
     from gpuseg.engines._unionfind import flatten_roots, number_by_root
 
-    require_nonnegative_weights(job, "grid")
     f = job.features
     h, w = f.shape
     colours = f.colours
@@ -64,16 +86,18 @@ def run_grid_cpu(job: Job) -> np.ndarray:
     eps2 = job.eps2
     with job.sub_stage("count"):
         core = np.zeros((h, w), dtype=np.bool_)
-        k.count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, float(job.min_samples), core)
+        k.count_neighbours(
+            colours, lut, mask, weights, xs, ys, dy, dx, eps2, float(job.min_samples), job.stop_at, core, job.stop
+        )
     with job.sub_stage("union"):
         index_dtype = np.int32 if h * w < 2**31 else np.int64
         parent = np.arange(h * w, dtype=index_dtype)
         bands = k.band_starts(h, 4 * (os.cpu_count() or 1))
-        k.union_cores(colours, lut, core, xs, ys, fdy, fdx, eps2, parent, bands)
+        k.union_cores(colours, lut, core, xs, ys, fdy, fdx, eps2, parent, bands, job.stop)
     with job.sub_stage("number"):
         core_flat = core.ravel()
         labels = number_by_root(flatten_roots(parent, core_flat))
         del parent
     with job.sub_stage("borders"):
-        k.attach_borders(colours, lut, mask, core, xs, ys, dy, dx, eps2, labels)
+        k.attach_borders(colours, lut, mask, core, xs, ys, dy, dx, eps2, labels, job.stop)
     return sample_labels(labels, job)

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 from numba import cuda, float64
 
+from gpuseg.arrays import array_module
 from gpuseg.engines._unionfind import number_by_root
-from gpuseg.engines.base import Job, require_nonnegative_weights
+from gpuseg.engines.base import Job
 from gpuseg.engines.gpu_common import THREADS_1D, THREADS_2D, blocks_1d, blocks_2d, find, flatten_roots, union_from
 from gpuseg.engines.grid import sample_labels, scattered_weights
-from gpuseg.engines.stencil import forward_half, stencil
+from gpuseg.engines.stencil import forward_half, stencil, stencil_radius
 
 
 @cuda.jit(device=True, inline=True)
@@ -46,7 +47,9 @@ def kernels(integer_codes: bool):
         return d2 + t * t
 
     @cuda.jit
-    def count_neighbours(colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, core):
+    def count_neighbours(
+        colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, stop_at, core
+    ):
         x, y = cuda.grid(2)
         h, w = colours.shape[0], colours.shape[1]
         if y >= h or x >= w:
@@ -55,7 +58,7 @@ def kernels(integer_codes: bool):
             core[y, x] = False
             return
         total = weights[y, x] if weighted else 1.0
-        if total < min_samples:
+        if total < stop_at:
             for o in range(dy.shape[0]):
                 yy = y + dy[o]
                 xx = x + dx[o]
@@ -63,7 +66,7 @@ def kernels(integer_codes: bool):
                     continue
                 if pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
                     total += weights[yy, xx] if weighted else 1.0
-                    if total >= min_samples:
+                    if total >= stop_at:
                         break
         core[y, x] = total >= min_samples
 
@@ -156,7 +159,9 @@ def tiled_kernels(integer_codes: bool, channels: int, radius: int):
         return d2 + t * t
 
     @cuda.jit
-    def count_neighbours(colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, core):
+    def count_neighbours(
+        colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, stop_at, core
+    ):
         tile = cuda.shared.array((th, tw, channels), dtype=float64)
         load_tile(tile, colours, lut)
         x, y = cuda.grid(2)
@@ -169,7 +174,7 @@ def tiled_kernels(integer_codes: bool, channels: int, radius: int):
         ly = cuda.threadIdx.y + radius
         lx = cuda.threadIdx.x + radius
         total = weights[y, x] if weighted else 1.0
-        if total < min_samples:
+        if total < stop_at:
             for o in range(dy.shape[0]):
                 yy = y + dy[o]
                 xx = x + dx[o]
@@ -177,7 +182,7 @@ def tiled_kernels(integer_codes: bool, channels: int, radius: int):
                     continue
                 if tile_d2(tile, xs, ys, ly, lx, y, x, dy[o], dx[o], eps2) <= eps2:
                     total += weights[yy, xx] if weighted else 1.0
-                    if total >= min_samples:
+                    if total >= stop_at:
                         break
         core[y, x] = total >= min_samples
 
@@ -227,8 +232,8 @@ class Window:
     ys: object
 
     def rows(self, lo: int, hi: int, xp) -> Window:
-        def cut(a, full):
-            return xp.ascontiguousarray(a[lo:hi]) if full else a
+        def cut(a, full):  # host arrays are uploaded here, one band at a time
+            return xp.ascontiguousarray(xp.asarray(a[lo:hi])) if full else a
 
         return Window(
             cut(self.colours, True),
@@ -245,12 +250,13 @@ class Window:
 def run_grid_device(job: Job, xp, band_rows: int | None = None):
     """The grid engine on the GPU; ``xp`` is CuPy, or NumPy under the CUDA simulator.
 
-    An image whose arrays would not fit in free device memory is done in bands of ``band_rows`` rows, each
-    with a halo of the stencil radius, and the bands' components are joined exactly on the host.
+    Features already on the device (they fit, see :func:`whole_image_fits`) run whole. Features left in host
+    memory run in bands of ``band_rows`` rows (as many as fit in free device memory unless given), each
+    uploaded with a halo of the stencil radius, and the bands' components are joined exactly on the host.
     """
-    require_nonnegative_weights(job, "grid")
     f = job.features
     h, w = f.shape
+    resident = array_module(f.colours) is xp
     dy_host, dx_host = stencil(job.eps, f.xy_scale, h, w)
     radius = int(max(np.abs(dy_host).max(initial=0), np.abs(dx_host).max(initial=0)))
     half = forward_half(dy_host, dx_host)
@@ -263,16 +269,17 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
         xp.asarray(np.ascontiguousarray(dx_host[half])),
         job.eps2,
         float(job.min_samples),
+        job.stop_at,
         xp,
     )
     masked = f.mask is not None
-    weights = scattered_weights(job, xp)
+    weights = scattered_weights(job, xp if resident else np)
     weighted = weights is not None
     if not weighted:
         weights = xp.ones((1, 1), dtype=xp.float64)  # not read: the kernels add 1.0 per neighbour
     image = Window(
         f.colours,
-        f.lut if f.lut is not None else xp.zeros(1),
+        xp.asarray(f.lut) if f.lut is not None else xp.zeros(1),
         f.mask if masked else xp.ones((1, 1), dtype=xp.bool_),
         masked,
         weights,
@@ -281,8 +288,8 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
         xp.arange(h, dtype=xp.int64) * f.xy_scale,
     )
     if band_rows is None:
-        band_rows = rows_that_fit(h, w, f.colours.itemsize * f.colours.shape[2], radius, xp)
-    if band_rows >= h:
+        band_rows = h if resident else rows_that_fit(h, w, f.colours.itemsize * f.colours.shape[2], radius, xp)
+    if band_rows >= h and resident:
         with job.sub_stage("count"):
             core = stages.count(image)
         with job.sub_stage("union"):
@@ -293,7 +300,20 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
         with job.sub_stage("borders"):
             stages.attach_borders(image, core, labels)
         return sample_labels(labels, job)
-    return sample_labels(banded(job, stages, image, h, w, max(band_rows, 1), radius, xp), job)
+    return sample_labels(banded(job, stages, image, h, w, max(min(band_rows, h), 1), radius, xp), job)
+
+
+def whole_image_fits(job: Job) -> bool:
+    """Do the image's features and the whole-image path's work arrays fit in free device memory? If not, the
+    features stay in host memory and :func:`run_grid_device` uploads them band by band."""
+    import cupy
+
+    f = job.features
+    if not f.is_image or f.xy_scale is None:
+        return True
+    h, w = f.shape
+    radius = min(stencil_radius(job.eps, f.xy_scale), h)
+    return rows_that_fit(h, w, f.colours.itemsize * f.colours.shape[2], radius, cupy) >= h
 
 
 def rows_that_fit(h: int, w: int, colour_bytes: int, radius: int, xp) -> int:
@@ -350,6 +370,7 @@ class Stages:
     fdx: object
     eps2: float
     min_samples: float
+    stop_at: float
     xp: object
 
     def count(self, win: Window):
@@ -359,7 +380,7 @@ class Stages:
         kernel = (self.tiled or self.plain)[0]
         kernel[blocks_2d(h, w), THREADS_2D](
             win.colours, win.lut, win.mask, win.masked, win.weights, win.weighted, win.xs, win.ys,
-            self.dy, self.dx, self.eps2, self.min_samples, core,
+            self.dy, self.dx, self.eps2, self.min_samples, self.stop_at, core,
         )  # fmt: skip
         return core
 

@@ -55,8 +55,28 @@ def merge_rows(features: Features, weights=None, xp=np) -> MergedRows:
         rows = np.ascontiguousarray(matrix + 0.0)  # +0.0 turns -0.0 into 0.0, so equal values share bytes
         first, inverse = _merge_sorted(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel())
         points = matrix[first]
-    merged_weights = xp.bincount(inverse, weights=weights, minlength=first.shape[0]).astype(xp.float64)
+    merged_weights = summed_weights(inverse, weights, first.shape[0], xp)
     return MergedRows(points=xp.ascontiguousarray(points), weights=merged_weights, inverse=inverse)
+
+
+def summed_weights(inverse, weights, n_rows: int, xp=np):
+    """The weight of each merged row: the count of its copies, or the sum of their weights added in input
+    order (NumPy's bincount does so; on a GPU, where bincount adds with atomics in any order, the copies are
+    sorted stably and added one by one), so that CPU and GPU runs give the same sums, every time."""
+    if weights is None:
+        return xp.bincount(inverse, minlength=n_rows).astype(xp.float64)  # integer counts: exact
+    if xp is np:
+        return np.bincount(inverse, weights=weights, minlength=n_rows)
+    return ordered_sums(inverse, weights, n_rows, xp)
+
+
+def ordered_sums(inverse, weights, n_rows: int, xp):
+    """Per-row sums of ``weights`` grouped by ``inverse``, each added in input order (with a GPU kernel)."""
+    from gpuseg.engines.gpu_common import sum_runs
+
+    order = xp.argsort(inverse, kind="stable")
+    start = xp.searchsorted(inverse[order], xp.arange(n_rows + 1))
+    return sum_runs(xp.ascontiguousarray(weights[order]), start, xp)
 
 
 def _packable_codes(features: Features) -> np.ndarray | None:
@@ -103,7 +123,7 @@ def _merge_dense_xp(key, n_bins: int, xp):
     return first[order], rank[key.astype(xp.int64)]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _merge_dense(key, n_bins):
     """The same as ``_merge_sorted`` for small integer keys, in one pass with a table."""
     slot = np.full(n_bins, -1, dtype=np.int32)

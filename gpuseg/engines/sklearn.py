@@ -22,18 +22,22 @@ def run_sklearn(job: Job) -> np.ndarray:
 
 
 def run_sklearn_merged(job: Job) -> np.ndarray:
-    """scikit-learn on the merged identical rows, their counts as sample_weight, labels mapped back."""
+    """scikit-learn on the merged identical rows, their counts as sample_weight, labels mapped back; with a
+    k-d tree, so that distances follow gpuseg's exactness rule whatever the number of rows."""
     with job.sub_stage("merge"):
         merged = merge_rows(job.features, job.weights)
-    return _fit(merged.points, merged.weights, job, "sklearn-merged")[merged.inverse]
+    # A tree computes each distance from the differences of the coordinates, as the exactness rule does; on
+    # few rows scikit-learn's "auto" would pick brute force, whose |a|^2 + |b|^2 - 2ab loses precision.
+    return _fit(merged.points, merged.weights, job, "sklearn-merged", algorithm="kd_tree")[merged.inverse]
 
 
-def _fit(points: np.ndarray, weights: np.ndarray | None, job: Job, name: str) -> np.ndarray:
+def _fit(points: np.ndarray, weights: np.ndarray | None, job: Job, name: str, algorithm: str = "auto") -> np.ndarray:
     check_memory(points, job.eps, name)
     from sklearn.cluster import DBSCAN
 
     with job.sub_stage("sklearn"):
-        model = DBSCAN(eps=job.eps, min_samples=job.min_samples).fit(points, sample_weight=weights)
+        model = DBSCAN(eps=job.eps, min_samples=job.min_samples, algorithm=algorithm)
+        model.fit(points, sample_weight=weights)
     return model.labels_.astype(np.int64)
 
 
@@ -49,7 +53,8 @@ def predicted_memory(points: np.ndarray, eps: float, seed: int = 0) -> float:
     probes = points if n <= GUARD_PROBES else points[rng.choice(n, GUARD_PROBES, replace=False)]
     within = 0
     for chunk in range(0, probes.shape[0], 50):
-        d2 = ((probes[chunk : chunk + 50, None, :] - subset[None, :, :]) ** 2).sum(axis=2)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf for far points: not within eps
+            d2 = ((probes[chunk : chunk + 50, None, :] - subset[None, :, :]) ** 2).sum(axis=2)
         within += int((d2 <= eps * eps).sum())
     mean_neighbours = within / probes.shape[0] * n / subset.shape[0]
     return n * max(mean_neighbours, 1.0) * BYTES_PER_NEIGHBOUR

@@ -39,3 +39,19 @@ def stencil(eps: float, xy_scale: float, height: int, width: int) -> tuple[np.nd
 def forward_half(dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     """Mask of the offsets that point forward in row-major order: each unordered pair is visited once."""
     return (dy > 0) | ((dy == 0) & (dx > 0))
+
+
+LARGE_STENCIL = 5_000
+"""Stencils with more offsets than this (radius above about 40 pixels) go to the cell engine under ``auto``
+where it can run: the grid engine's work grows with the stencil, the cell engine's cells grow with eps."""
+MAX_GRID_PAIRS = 10**10
+"""The grid engine refuses a large stencil when pixels x offsets exceeds this (minutes to hours of work)."""
+
+
+def stencil_size(eps: float, xy_scale: float, height: int, width: int) -> int:
+    """Number of offsets of :func:`stencil`, counted row by row without building it (O(radius))."""
+    r = stencil_radius(eps, xy_scale)
+    ry, rx = min(r, height - 1), min(r, width - 1)
+    dy = np.arange(-ry, ry + 1, dtype=np.float64)
+    reach = np.floor(np.sqrt(np.maximum((eps / xy_scale) ** 2 * (1 + TIE_SLACK) - dy * dy, 0.0)))
+    return int((2 * np.minimum(reach, rx) + 1).sum()) - 1
