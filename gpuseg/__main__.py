@@ -1,5 +1,20 @@
-"""python -m gpuseg"""
+"""``python -m gpuseg`` and the ``gpuseg`` command: the command line, imported inside :func:`main` so that
+Ctrl-C while its libraries load is a clean exit too."""
 
-from gpuseg.cli import app
+from __future__ import annotations
 
-app(prog_name="gpuseg")
+import sys
+
+
+def main() -> None:
+    try:
+        from gpuseg.cli import app
+
+        app(prog_name="gpuseg")
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -339,7 +339,7 @@ def machine() -> dict:
 
     from gpuseg import __version__
     from gpuseg.device import cpu_name, gpu_status
-    from gpuseg.engines.sklearn import available_memory
+    from gpuseg.memory import available_memory
 
     gpu = gpu_status()
     return {

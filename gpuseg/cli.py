@@ -12,6 +12,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -73,10 +74,10 @@ def _terminate(signum, frame) -> None:
 
 
 @contextlib.contextmanager
-def _command_frame():
+def _command_frame(finished: Callable[[], str] | None = None):
     """What every command runs in: a project error is one line and exit 1; Ctrl-C or SIGTERM discards the
-    outputs in progress and exits at once (130 / 143); anything unexpected is one line and exit 1
-    (GPUSEG_DEBUG=1 shows the traceback)."""
+    outputs in progress and exits at once (130 / 143), saying what ``finished()`` kept; anything unexpected
+    is one line and exit 1 (GPUSEG_DEBUG=1 shows the traceback)."""
     import signal
     import threading
 
@@ -86,7 +87,7 @@ def _command_frame():
     try:
         yield
     except (KeyboardInterrupt, _Terminated) as exc:
-        _interrupted(143 if isinstance(exc, _Terminated) else 130)
+        _interrupted(143 if isinstance(exc, _Terminated) else 130, finished() if finished else "")
     except typer.Exit:
         raise
     except Exception as exc:
@@ -104,14 +105,14 @@ def _command_frame():
             signal.signal(signal.SIGTERM, previous)
 
 
-def _interrupted(code: int) -> None:
+def _interrupted(code: int, kept: str = "") -> None:
     """Discard the outputs in progress and exit; without waiting for threads still computing or encoding."""
     import threading
 
     from gpuseg.io import abort_all_outputs
 
     abort_all_outputs()
-    _err("interrupted; no partial outputs were left")
+    _err("interrupted; nothing partial was left" + (f"; {kept}" if kept else ""))
     if any(t.name.startswith("gpuseg-") and t.is_alive() for t in threading.enumerate()):
         sys.stdout.flush()
         sys.stderr.flush()
@@ -121,6 +122,30 @@ def _interrupted(code: int) -> None:
 
 def _flag(name: str, help: str):
     return typer.Option(name, metavar="", help=help)
+
+
+def _eps(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value}: give a positive distance in feature units, such as 0.055")
+    return value
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _byte_size(value: str | None) -> int | None:
+    """A memory size: bytes (1e9, 1000000000) or with a unit (512M, 16G, 1.5T; powers of 1024)."""
+    if value is None:
+        return None
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in _UNITS else ""
+    try:
+        size = float(text[: len(text) - len(unit)]) * _UNITS[unit]
+    except ValueError:
+        size = -1.0
+    if not (math.isfinite(size) and size > 0):
+        raise typer.BadParameter(f"{value!r}: give a size such as 16G, 512M or 8e9 (bytes)")
+    return int(size)
 
 
 def _xy_scale(value: float) -> float:
@@ -138,7 +163,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[
-        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version."),
     ] = None,
 ) -> None:
     """Segment images by clustering their pixels with exact DBSCAN, on CUDA GPUs and on CPUs."""
@@ -176,8 +202,12 @@ AlphaArg = Annotated[Alpha, typer.Option("--alpha", help="What to do with an alp
 XyScaleArg = Annotated[
     float, typer.Option("--xy-scale", callback=_xy_scale, help="Position features x*s, y*s; 0 for colour only.")
 ]
-EpsOpt = Annotated[float, typer.Option("--eps", help="DBSCAN radius in feature units (colours in [0, 1]).")]
-MinSamplesOpt = Annotated[int, typer.Option("--min-samples", help="Neighbourhood weight that makes a core sample.")]
+EpsOpt = Annotated[
+    float, typer.Option("--eps", callback=_eps, help="DBSCAN radius in feature units (colours in [0, 1]).")
+]
+MinSamplesOpt = Annotated[
+    int, typer.Option("--min-samples", min=1, help="Neighbourhood weight that makes a core sample.")
+]
 DeviceArg = Annotated[DeviceOpt, typer.Option("--device", help="auto: a CUDA GPU when there is one.")]
 EngineArg = Annotated[EngineOpt, typer.Option("--engine", help="auto: gpuseg's exact engine for the input.")]
 
@@ -199,8 +229,12 @@ def segment(
     overwrite: Annotated[bool, _flag("--overwrite", "Replace existing outputs.")] = False,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse larger images.")] = 2**28,
     max_memory: Annotated[
-        Optional[float],
-        typer.Option("--max-memory", help="Refuse runs predicted to need more bytes [default: what is available]."),
+        Optional[str],
+        typer.Option(
+            "--max-memory",
+            callback=_byte_size,
+            help="Refuse runs predicted to need more memory than this, e.g. 16G (default: what is available).",
+        ),
     ] = None,
     save: Annotated[
         str, typer.Option("--save", help="Pictures to write: any of overlay,mean,boundaries,noise (or none).")
@@ -238,20 +272,26 @@ def segment(
         device=device.value,
         engine=engine.value,
         max_pixels=max_pixels,
-        max_memory=None if max_memory is None else int(max_memory),
+        max_memory=max_memory,
     )
+
+    def finished() -> str:
+        return f"the outputs of {len(reports)} finished image(s) were kept" if reports else ""
+
     with (
-        _command_frame(),
+        _command_frame(finished),
         _first_run_notice(),
         Progress(console=Console(stderr=True), disable=len(images) < 2, transient=True) as progress,
     ):
         task = progress.add_task("segmenting", total=len(images))
+        # tables to stdout (so that `> log` keeps them); through the progress display when both are the screen
+        tables = progress.console if sys.stdout.isatty() else Console()
         for path, stem in zip(images, stems, strict=True):
             try:
                 report = _segment_one(path, stem, options, truth, overwrite, pictures, explain)
                 reports.append(report)
                 if not as_json:
-                    progress.console.print(_report_table(report))
+                    tables.print(_report_table(report))
             except Exception as exc:  # one image's failure, whatever it is, is reported and the batch goes on
                 message = _failure_message(exc)
                 failures.append({"source": str(path), "error": message})
@@ -272,7 +312,7 @@ def _segment_one(path: Path, stem: Path, options: dict, truth, overwrite: bool, 
         max_memory=options["max_memory"],
     )  # fmt: skip
     result = run_segment(path, truth=truth, **options)
-    panel = explain_panel(result, device=options["device"], engine=options["engine"]) if explain else None
+    panel = explain_panel(result, device=options["device"]) if explain else None
     save_outputs(result, stem, overwrite=overwrite, pictures=pictures, explain=panel)
     return result.report
 
@@ -296,8 +336,13 @@ def _output_stems(images: list[Path], out_dir: Path | None) -> list[Path]:
         key = stem.resolve()
         if key in first:
             same = first[key].resolve() == path.resolve()
-            why = "is given twice" if same else f"and {first[key]} would both write {stem}.*"
-            _err(f"{path} {why}; rename one, or segment them into separate --out-dir folders")
+            if same:
+                _err(f"{path} is given twice; give each image once")
+            else:
+                _err(
+                    f"{path} and {first[key]} would both write {stem}.*; rename one, or segment them into "
+                    "separate --out-dir folders"
+                )
             raise typer.Exit(2)
         first[key] = path
     return stems
@@ -333,7 +378,7 @@ def _report_table(report: dict):
 
 @app.command()
 def suggest(
-    image: Annotated[Path, typer.Argument(help="The image to segment.")],
+    image: Annotated[Path, typer.Argument(help="The image to suggest eps for.")],
     min_samples: MinSamplesOpt = DEFAULT_MIN_SAMPLES,
     color: ColorArg = Color(DEFAULT_COLOR),
     alpha: AlphaArg = Alpha.ignore,

@@ -66,9 +66,12 @@ def check_memory(need: int, what: str, max_memory: int | None = None) -> None:
         limit = "available" if max_memory is None else "allowed by max_memory"
         raise MemoryLimitError(
             f"{what} needs about {_size(need)} and {_size(have)} is {limit}; use a smaller image "
-            f"(color='rgb' needs less than lab), or, if the machine can give more (swap), max_memory={need:.3g}"
+            f"(color='rgb' needs less than lab), or, if the machine can give more (swap), max_memory={need}"
         )
 
 
 def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"

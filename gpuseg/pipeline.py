@@ -248,15 +248,16 @@ def save_outputs(
     return written
 
 
-def explain_panel(result: SegmentResult, *, device: str = "auto", engine: str = "auto") -> np.ndarray:
+def explain_panel(result: SegmentResult, *, device: str = "auto") -> np.ndarray:
     """One picture that shows what the clustering did: the input, the colour-only result, the colour +
-    position result (the parameters of ``result``, with xy_scale 0.01 where it had none) and its noise."""
+    position result (the parameters of ``result``, with xy_scale 0.01 where it had none) and its noise.
+    The half that ``result`` lacks is segmented on ``device`` with the automatic engine."""
     from gpuseg.pictures import noise_map, panel
 
     r = result.report
     image = to_host(result.image)
     options = dict(eps=r["eps"], min_samples=r["min_samples"], color=r["color"], alpha=r["alpha"])
-    options.update(device=device, engine=engine)
+    options.update(device=device, engine="auto")  # an engine chosen for result's features may not run these
     if r["xy_scale"] is None:
         colour_only, with_xy = result, segment(image, xy_scale=DEFAULT_XY_SCALE, **options)
     else:

@@ -127,10 +127,16 @@ def test_bad_option_value_is_a_usage_error(image_file):
     assert "hsv" in result.output
 
 
-def test_bad_eps_is_reported_per_image(image_file, tmp_path):
-    result = runner.invoke(app, ["segment", str(image_file), "--eps", "-1", "--out-dir", str(tmp_path / "o")])
-    assert result.exit_code == 1
-    assert "--eps -1.0 must be a positive finite number" in result.output
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [("--eps", "-1", "-1"), ("--eps", "0", "positive"), ("--eps", "nan", "nan"), ("--min-samples", "0", ">= 1")],
+)
+def test_bad_dbscan_parameters_are_usage_errors(image_file, tmp_path, option, value, says):
+    args = ["segment", str(image_file), option, value, "--out-dir", str(tmp_path / "o")]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert option in result.output and says in result.output.replace("greater than or equal to", ">=")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])

@@ -103,3 +103,11 @@ def test_fractional_weights_near_min_samples(rng):
     weights = rng.choice([0.25, 0.5, 0.75, 1.5], size=300)  # sums exact in any order: no rounding at min_samples
     got = gpuseg.dbscan(X, eps=0.23, min_samples=2, sample_weight=weights, device="cpu")
     np.testing.assert_array_equal(got, oracle_dbscan(X, 0.23, 2, weights))
+
+
+def test_weights_that_cancel_on_every_merged_row_are_all_noise():
+    X = np.repeat([[0.0, 0.0], [5.0, 5.0]], 2, axis=0)
+    weights = np.array([2.0, -2.0, 1.5, -1.5])
+    for engine in ("auto", "cells", "sklearn-merged"):
+        np.testing.assert_array_equal(labels(X, 0.5, 1, engine, weights).labels, [-1] * 4)
+    np.testing.assert_array_equal(oracle_dbscan(X, 0.5, 1, weights), [-1] * 4)

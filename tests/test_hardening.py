@@ -441,3 +441,74 @@ def test_first_run_says_once_that_it_compiles(scene, tmp_path, monkeypatch):
     again = runner.invoke(app, ["segment", str(scene), *outputs])
     assert first.exit_code == again.exit_code == 0
     assert "first run: compiling" in first.output and "first run" not in again.output
+
+
+def test_explain_with_an_engine_that_cannot_run_its_other_half(scene, tmp_path):
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["segment", str(scene), "--engine", "grid", "--explain", "--out-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "scene.explain.png").exists()
+
+
+@pytest.mark.parametrize(("value", "accepted"), [("16G", True), ("512M", True), ("8e9", True), ("lots", False)])
+def test_max_memory_takes_sizes(scene, tmp_path, value, accepted):
+    result = runner.invoke(app, ["segment", str(scene), "--max-memory", value, "--out-dir", str(tmp_path / "o")])
+    assert result.exit_code == (0 if accepted else 2), result.output
+
+
+def test_an_interrupt_after_an_image_says_its_outputs_were_kept(tmp_path):
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    save_png(first, shapes_image(20, 24)[0])
+    save_png(second, shapes_image(20, 24)[0])
+    out = tmp_path / "out"
+    args = ["segment", str(first), str(second), "--out-dir", str(out)]
+    code, stderr, _ = run_and_signal(SLOW_WRITER_SECOND, args, "writing", signal.SIGINT)
+    assert code == 130, stderr
+    assert "the outputs of 1 finished image(s) were kept" in stderr
+    assert files_in(out) == sorted(f"a{s}" for s in (".json", ".labels.npy", ".labels.png", ".overlay.png"))
+
+
+SLOW_WRITER_SECOND = """
+import sys, time
+import gpuseg.pipeline
+
+real = gpuseg.pipeline.png_writer
+seen = []
+
+def slow_for_the_second_image(image):
+    if image.ndim == 2:  # the label PNG, written once per image
+        seen.append(1)
+    if len(seen) < 2:
+        return real(image)
+    def write(f):
+        f.write(b"partial")
+        f.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+    return write
+
+gpuseg.pipeline.png_writer = slow_for_the_second_image
+from gpuseg.cli import app
+app(sys.argv[1:])
+"""
+
+
+def test_ctrl_c_while_the_command_line_loads_is_a_clean_exit():
+    script = textwrap.dedent(
+        """
+        import builtins
+        real_import = builtins.__import__
+
+        def interrupted_import(name, *args, **kwargs):
+            if name == "typer":  # as if Ctrl-C came while the command line's libraries load
+                raise KeyboardInterrupt
+            return real_import(name, *args, **kwargs)
+
+        builtins.__import__ = interrupted_import
+        from gpuseg.__main__ import main
+        main()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in proc.stderr and "interrupted" in proc.stderr
