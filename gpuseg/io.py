@@ -90,7 +90,7 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         The file is missing, not a regular file (a directory, FIFO, device...), unreadable, empty, not an
         image gpuseg reads, truncated or damaged, or larger than ``max_pixels``.
     ValueError
-        ``max_pixels`` is not a positive integer.
+        ``max_pixels`` is less than 1.
     """
     _check_max_pixels(max_pixels)
     with RegularFile(path, ImageError) as file:
@@ -100,18 +100,19 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
                 f"{file.name}: {file.size:,} bytes is more than any image of at most {max_pixels:,} pixels takes "
                 f"({limit:,} bytes); raise max_pixels=<pixels> if it is one"
             )
-        _check_pixels(_header(file, file.name), max_pixels, file.name)
+        header = _header(file, file.name)
+        _check_pixels(header.height, header.width, max_pixels, file.name)
         data = file.read_all()
     return decode_image(data, name=file.name, max_pixels=max_pixels)
 
 
-def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes | bytearray, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an encoded image held in memory; the same rules and result as :func:`load_image`."""
     import cv2
 
     _check_max_pixels(max_pixels)
     header = _header(BytesSource(data), name)
-    _check_pixels(header, max_pixels, name)
+    _check_pixels(header.height, header.width, max_pixels, name)
     problem = _integrity_problem(data, header.format)
     if problem:
         raise ImageError(f"{name}: {problem}")
@@ -129,7 +130,7 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAUL
         )
     if image.size == 0:
         raise ImageError(f"{name}: the image has no pixels")
-    _check_pixels(ImageHeader(header.format, image.shape[0], image.shape[1], 1, 1), max_pixels, name)
+    _check_pixels(image.shape[0], image.shape[1], max_pixels, name)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3:
@@ -145,11 +146,11 @@ def _check_max_pixels(max_pixels: int) -> None:
         raise ValueError(f"max_pixels={max_pixels} must be >= 1 (the most pixels an image may have)")
 
 
-def _check_pixels(header: ImageHeader, max_pixels: int, name: str) -> None:
-    if header.pixels > max_pixels:
+def _check_pixels(height: int, width: int, max_pixels: int, name: str) -> None:
+    if height * width > max_pixels:
         raise ImageError(
-            f"{name}: {header.width}x{header.height} = {header.pixels:,} pixels is more than the limit of "
-            f"{max_pixels:,}; raise max_pixels={header.pixels} if the machine has the memory"
+            f"{name}: {width}x{height} = {height * width:,} pixels is more than the limit of {max_pixels:,}; "
+            f"raise max_pixels={height * width} if the machine has the memory"
         )
 
 
@@ -243,8 +244,8 @@ class RegularFile:
             self.file.seek(offset)
             return self.file.read(n)
 
-    def read_all(self) -> bytes:
-        """The whole file as it was when opened: exactly ``size`` bytes."""
+    def read_all(self) -> bytearray:
+        """The whole file as it was when opened: exactly ``size`` bytes (not copied again)."""
         buffer = bytearray(self.size)
         view, done = memoryview(buffer), 0
         with self._errors():
@@ -254,7 +255,7 @@ class RegularFile:
                 if not got:
                     raise self.error(f"{self.name}: the file shrank while being read ({done:,} of {self.size:,} bytes)")
                 done += got
-        return bytes(buffer)
+        return buffer
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

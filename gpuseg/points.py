@@ -70,14 +70,15 @@ def _read_npy(file: RegularFile, path: Path) -> np.ndarray:
         )
     if 0 in shape:
         raise GpusegError(f"{path}: holds an empty array of shape {shape}; there is nothing to cluster")
-    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    values = int(np.prod(shape, dtype=object))
+    need = values * dtype.itemsize
     have = file.size - file.file.tell()
     if need > have:
         raise GpusegError(
             f"{path}: its header claims an array of shape {shape} ({dtype}), {need:,} bytes, but only {have:,} "
             "bytes follow it: the file is truncated or damaged; save the array again with numpy.save"
         )
-    _check_memory(need, f"an array of shape {shape} ({dtype})", path)
+    _check_memory(need + 8 * values, f"an array of shape {shape} ({dtype}) and its float64 copy", path)
     try:
         file.file.seek(0)
         return npy.read_array(file.file, allow_pickle=False)
@@ -87,7 +88,7 @@ def _read_npy(file: RegularFile, path: Path) -> np.ndarray:
 
 def _read_csv(file: RegularFile, path: Path) -> tuple[np.ndarray, list[int]]:
     """(points, 1-based line number in the file of each row)."""
-    _check_memory(8 * file.size, f"the numbers of a {file.size:,}-byte CSV file", path)
+    _check_memory(8 * file.size, f"the text and numbers of a {file.size:,}-byte CSV file", path)
     raw = file.read_all()
     try:
         text = raw.decode("utf-8-sig")
@@ -153,6 +154,6 @@ def _check_memory(need: int, what: str, path: Path) -> None:
     have = available_memory()
     if need > have:
         raise MemoryLimitError(
-            f"{path}: {what} takes {need / 2**30:.1f} GiB and {have / 2**30:.1f} GiB of memory is available; "
-            "cluster a subset of the rows, or use a machine with more memory"
+            f"{path}: {what} need {need:,} bytes and {have:,} bytes of memory are available; cluster a subset "
+            "of the rows, or use a machine with more memory"
         )

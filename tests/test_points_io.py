@@ -61,7 +61,10 @@ def test_truncated_npy_is_refused(tmp_path, rng):
 def test_npy_larger_than_the_memory_is_refused(tmp_path, rng, monkeypatch):
     np.save(tmp_path / "x.npy", rng.random((1000, 4)))
     monkeypatch.setattr(gpuseg.memory, "available_memory", lambda: 16_000)
-    with pytest.raises(MemoryLimitError, match=r"x.npy: an array of shape \(1000, 4\) \(float64\) takes"):
+    with pytest.raises(
+        MemoryLimitError,
+        match=r"x.npy: an array of shape \(1000, 4\) \(float64\) and its float64 copy need 64,000 bytes and 16,000",
+    ):
         read_points(tmp_path / "x.npy")
 
 
