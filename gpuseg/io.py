@@ -1,19 +1,17 @@
-"""Reading images with OpenCV (header first, bounded) and writing outputs all together or not at all."""
+"""Reading images with OpenCV (header first, bounded, regular files only) and writing outputs all together or
+not at all."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import re
 import secrets
 import stat
 import struct
-import sys
-import tempfile
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,22 +19,64 @@ from typing import Any
 import numpy as np
 
 from gpuseg.errors import GpusegError, ImageError, OutputExistsError
-from gpuseg.headers import ImageHeader, read_header
+from gpuseg.headers import BytesSource, HeaderError, ImageHeader, parse_header
 
 DEFAULT_MAX_PIXELS = 2**28
 """Largest image (width * height) :func:`load_image` accepts unless told otherwise."""
+
+MAX_BYTES_PER_PIXEL = 32
+"""No image encoding takes more than this per pixel (four float64 channels, uncompressed)."""
+
+FILE_SLACK_BYTES = 2**26
+"""Room beyond the pixels for metadata and trailing data (EXIF, ICC profiles, a motion photo's video)."""
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest file an image of ``max_pixels`` pixels can be, metadata and trailing data included."""
+    return MAX_BYTES_PER_PIXEL * max_pixels + FILE_SLACK_BYTES
+
+
+def read_header(path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memoryview) -> ImageHeader:
+    """What an image says about itself (format, size, channels, bytes per channel), without decoding it.
+
+    Reads at most ``gpuseg.headers.HEADER_READ_LIMIT`` bytes at known offsets, whatever the file's size.
+
+    Parameters
+    ----------
+    path_or_bytes : str, path-like or bytes-like
+        An image file (a regular file; FIFOs, devices and directories are refused) or its bytes.
+
+    Returns
+    -------
+    header : ImageHeader
+        ``height``, ``width``, ``channels`` (1, 3 or 4) and ``itemsize`` as :func:`load_image` will return
+        the image; ``pixels`` and ``decoded_bytes`` predict its size before it is loaded.
+
+    Raises
+    ------
+    ImageError
+        The file is missing, not a regular file, unreadable, empty, not in a format gpuseg reads, or its
+        header is truncated or inconsistent.
+    """
+    if isinstance(path_or_bytes, bytes | bytearray | memoryview):
+        return _header(BytesSource(path_or_bytes), "<bytes>")
+    with RegularFile(path_or_bytes, ImageError) as file:
+        return _header(file, file.name)
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file with OpenCV, in RGB(A) channel order and its own dtype.
 
+    The header is read and checked first: a file larger than any image of ``max_pixels`` pixels, or
+    whose header claims more pixels, is refused before anything is decoded.
+
     Parameters
     ----------
     path : str or path-like
-        A PNG, JPEG, TIFF, BMP, WebP or PNM/PAM/PFM file (see :data:`gpuseg.headers.FORMATS`), 8- or 16-bit
-        (32-bit float for TIFF and PFM), grey, RGB or RGBA.
+        A PNG, JPEG, TIFF, BMP, WebP, PBM/PGM/PPM/PAM/PFM, Radiance HDR, Sun raster, GIF, JPEG 2000 or
+        AVIF file: 8- or 16-bit, grey, RGB or RGBA.
     max_pixels : int, optional
-        Refuse images with more pixels than this (default ``2**28``), from the header, before decoding.
+        Refuse images with more pixels than this (default ``2**28``).
 
     Returns
     -------
@@ -47,91 +87,50 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     Raises
     ------
     ImageError
-        The file is missing, not a regular file (a directory, a FIFO, a device), not an image gpuseg reads,
-        truncated or damaged, empty, or larger than ``max_pixels``.
+        The file is missing, not a regular file (a directory, FIFO, device...), unreadable, empty, not an
+        image gpuseg reads, truncated or damaged, or larger than ``max_pixels``.
+    ValueError
+        ``max_pixels`` is less than 1.
     """
-    path = Path(path)
-    with open_regular_file(path) as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            raise ImageError(f"{path}: the file is empty")
+    _check_max_pixels(max_pixels)
+    with RegularFile(path, ImageError) as file:
         limit = max_file_bytes(max_pixels)
-        if size > limit:
+        if file.size > limit:
             raise ImageError(
-                f"{path}: {size:,} bytes is more than any image of at most {max_pixels:,} pixels takes "
+                f"{file.name}: {file.size:,} bytes is more than any image of at most {max_pixels:,} pixels takes "
                 f"({limit:,} bytes); raise max_pixels=<pixels> if it is one"
             )
-        _check_pixels(read_header(f, str(path)), max_pixels, str(path))
-        f.seek(0)
-        data = f.read(size + 1)
-    if len(data) > size:
-        raise ImageError(f"{path}: the file grew while it was read; read it once it is complete")
-    return decode_image(data, name=str(path), max_pixels=max_pixels)
+        header = _header(file, file.name)
+        _check_pixels(header.height, header.width, max_pixels, file.name)
+        data = file.read_all()
+    return decode_image(data, name=file.name, max_pixels=max_pixels)
 
 
-def image_header(path: str | os.PathLike[str]) -> ImageHeader:
-    """The :class:`~gpuseg.headers.ImageHeader` of an image file, read without decoding it."""
-    with open_regular_file(Path(path)) as f:
-        return read_header(f, str(path))
-
-
-def open_regular_file(path: Path, what: str = "image file"):
-    """Open ``path`` for reading after checking that it is a regular file (a FIFO would block, a device never
-    end); errors name the path and what it is."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    if not stat.S_ISREG(mode):
-        kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device"}
-        kinds |= {stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
-        kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
-        raise ImageError(f"{path}: is {kind}, not an {what}; give the path of a regular file")
-    try:
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-
-
-def max_file_bytes(max_pixels: int) -> int:
-    """The largest file an image of ``max_pixels`` pixels can be: uncompressed 4 channels of 4 bytes, plus
-    64 MiB for metadata and trailing data (a motion photo's video)."""
-    return max_pixels * 16 + 2**26
-
-
-def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes | bytearray, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an encoded image held in memory; the same rules and result as :func:`load_image`."""
     import cv2
 
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels={max_pixels} must be >= 1")
-    if len(data) == 0:
-        raise ImageError(f"{name}: the file is empty")
-    header = read_header(data, name)
-    _check_pixels(header, max_pixels, name)
-    if header.format == "png":
-        _check_png(data, name)
-    if header.format == "jpeg":
-        data = data[: _jpeg_end(data, name)]  # what follows the image (a motion photo's video) is not decoded
+    _check_max_pixels(max_pixels)
+    header = _header(BytesSource(data), name)
+    _check_pixels(header.height, header.width, max_pixels, name)
+    problem = _integrity_problem(data, header.format)
+    if problem:
+        raise ImageError(f"{name}: {problem}")
     # IMREAD_UNCHANGED keeps alpha and 16 bits but ignores EXIF orientation; JPEG has no alpha, so it is
     # decoded with flags that keep depth and colour and apply the orientation.
     flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if header.format == "jpeg" else cv2.IMREAD_UNCHANGED
     try:
-        if header.format == "jpeg":
-            with decoder_messages() as messages:
-                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-            if messages.text:
-                raise ImageError(f"{name}: the JPEG data is damaged ({messages.text.strip().splitlines()[0]})")
-        else:
-            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:
         raise ImageError(f"{name}: OpenCV could not decode it ({str(exc).strip().splitlines()[-1]})") from exc
     if image is None:
-        raise ImageError(f"{name}: OpenCV could not decode this {header.format.upper()} file (damaged?)")
+        raise ImageError(
+            f"{name}: OpenCV could not decode this {header.format.upper()} file (damaged, or a variant of the "
+            "format it does not read)"
+        )
     if image.size == 0:
         raise ImageError(f"{name}: the image has no pixels")
+    _check_pixels(image.shape[0], image.shape[1], max_pixels, name)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3:
@@ -142,95 +141,139 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAUL
     return np.ascontiguousarray(image)
 
 
-def _check_pixels(header: ImageHeader, max_pixels: int, name: str) -> None:
-    if header.pixels > max_pixels:
+def _check_max_pixels(max_pixels: int) -> None:
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels={max_pixels} must be >= 1 (the most pixels an image may have)")
+
+
+def _check_pixels(height: int, width: int, max_pixels: int, name: str) -> None:
+    if height * width > max_pixels:
         raise ImageError(
-            f"{name}: {header.width}x{header.height} = {header.pixels:,} pixels is more than the limit of "
-            f"{max_pixels:,}; raise max_pixels={header.pixels} if the machine has the memory"
+            f"{name}: {width}x{height} = {height * width:,} pixels is more than the limit of {max_pixels:,}; "
+            f"raise max_pixels={height * width} if the machine has the memory"
         )
 
 
-def _check_png(data: bytes, name: str) -> None:
-    """Walk the chunks to IEND, checking each CRC: decoders fill a truncated PNG with grey and only warn."""
-    offset = 8
+def _header(source: Any, name: str) -> ImageHeader:
+    try:
+        return parse_header(source)
+    except HeaderError as exc:
+        raise ImageError(f"{name}: {exc}") from None
+
+
+def _integrity_problem(data: bytes, fmt: str) -> str | None:
+    """Why a PNG or JPEG is truncated or damaged, where its decoder would only warn and return filler."""
+    if fmt == "png":
+        return _png_problem(data)
+    if fmt == "jpeg":
+        from gpuseg.jpeg_scan import jpeg_problem
+
+        return jpeg_problem(data)
+    return None
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Every chunk up to IEND complete, and every critical chunk's CRC right; data after IEND is ignored."""
+    view, pos, n, image_data = memoryview(data), 8, len(data), False
     while True:
-        if offset + 12 > len(data):
-            raise ImageError(f"{name}: the PNG file is truncated (it ends inside a chunk, before IEND)")
-        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
-        end = offset + 12 + length
-        if end > len(data):
-            raise ImageError(f"{name}: the PNG file is truncated (its {kind.decode('latin-1')} chunk is cut short)")
-        crc = struct.unpack(">I", data[end - 4 : end])[0]
-        if zlib.crc32(data[offset + 4 : end - 4]) != crc:
-            raise ImageError(f"{name}: the PNG file is damaged (bad checksum in its {kind.decode('latin-1')} chunk)")
+        if pos + 12 > n:
+            return f"the PNG file ends at byte {n:,} before its IEND chunk (truncated)"
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length
+        if end > n:
+            return f"the PNG file is truncated: its {kind.decode('latin-1')} chunk at byte {pos:,} runs past its end"
+        if not kind[0] & 0x20:  # critical chunk: libpng would stop on a bad CRC, or worse, not notice
+            (crc,) = struct.unpack_from(">I", data, end - 4)
+            if zlib.crc32(view[pos + 4 : end - 4]) != crc:
+                return (
+                    f"the PNG file is damaged: the CRC of its {kind.decode('latin-1')} chunk at byte {pos:,} is wrong "
+                    "(a truncated file with its end re-attached, or corrupted data)"
+                )
+        image_data |= kind == b"IDAT"
         if kind == b"IEND":
-            return
-        offset = end
+            return None if image_data else "the PNG file has no image data (IDAT chunk)"
+        pos = end
 
 
-_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# ----------------------------------------------------------------------------------------- plain files
+
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
-def _jpeg_end(data: bytes, name: str) -> int:
-    """Offset just past the JPEG's end-of-image marker, found by walking its segments and scans (bytes after
-    it, such as a motion photo's video, are not part of the image)."""
-    offset = 2
-    while offset + 2 <= len(data):
-        if data[offset] != 0xFF:
-            raise ImageError(f"{name}: the JPEG file is damaged (no marker at byte {offset})")
-        marker = data[offset + 1]
-        if marker == 0xFF:  # fill byte
-            offset += 1
-            continue
-        if marker == 0xD9:
-            return offset + 2
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
-            offset += 2
-            continue
-        if offset + 4 > len(data):
-            break
-        length = struct.unpack(">H", data[offset + 2 : offset + 4])[0]
-        offset += 2 + length
-        if marker == 0xDA:  # entropy-coded data up to the next marker
-            found = _JPEG_MARKER.search(data, offset)
-            if found is None:
-                break
-            offset = found.start()
-    raise ImageError(f"{name}: the JPEG file is truncated (no end-of-image marker)")
+class RegularFile:
+    """A regular file opened for reading, refused if it is anything else; reads are bounded by its size.
 
+    Also a ``ByteSource`` for :func:`gpuseg.headers.parse_header`. Every ``OSError`` becomes ``error``
+    naming the path.
+    """
 
-class _Messages:
-    text = ""
-
-
-_STDERR_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def decoder_messages():
-    """Collect what a C decoder prints on the process's standard error (libjpeg reports damaged data only
-    there). Held under a lock; anything else written to standard error meanwhile is passed on afterwards."""
-    messages = _Messages()
-    with _STDERR_LOCK, tempfile.TemporaryFile() as capture:
-        sys.stderr.flush()
-        saved = os.dup(2)
+    def __init__(self, path: str | os.PathLike[str], error: type[GpusegError], what: str = "image file") -> None:
+        self.name, self.error, self.what = str(path), error, what
+        with self._errors():
+            self._require_regular(os.stat(path))
+            # O_NONBLOCK: should a FIFO be swapped in after the check, opening it cannot block
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+            self.file = os.fdopen(fd, "rb", buffering=0)
         try:
-            os.dup2(capture.fileno(), 2)
-            yield messages
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", "replace")
-        ours = [line for line in text.splitlines(keepends=True) if _is_decoder_message(line)]
-        others = "".join(line for line in text.splitlines(keepends=True) if not _is_decoder_message(line))
-        if others:
-            os.write(2, others.encode())
-        messages.text = "".join(ours)
+            with self._errors():
+                info = os.fstat(fd)
+            self._require_regular(info)  # what was opened, whatever the path pointed to before
+        except BaseException:
+            self.file.close()
+            raise
+        self.size = info.st_size
 
+    def __enter__(self) -> RegularFile:
+        return self
 
-def _is_decoder_message(line: str) -> bool:
-    return any(word in line for word in ("JPEG", "jpeg", "Premature end", "Corrupt", "marker"))
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def read(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes at ``offset``, never past the size the file had when opened."""
+        n = max(0, min(n, self.size - offset))
+        if n == 0:
+            return b""
+        with self._errors():
+            self.file.seek(offset)
+            return self.file.read(n)
+
+    def read_all(self) -> bytearray:
+        """The whole file as it was when opened: exactly ``size`` bytes (not copied again)."""
+        buffer = bytearray(self.size)
+        view, done = memoryview(buffer), 0
+        with self._errors():
+            self.file.seek(0)
+            while done < self.size:
+                got = self.file.readinto(view[done:])
+                if not got:
+                    raise self.error(f"{self.name}: the file shrank while being read ({done:,} of {self.size:,} bytes)")
+                done += got
+        return buffer
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except FileNotFoundError:
+            raise self.error(f"{self.name}: no such file") from None
+        except OSError as exc:
+            raise self.error(f"{self.name}: cannot be read ({exc.strerror or exc})") from exc
+
+    def _require_regular(self, info: os.stat_result) -> None:
+        if stat.S_ISREG(info.st_mode):
+            return
+        kind = next((what for test, what in _NOT_REGULAR if test(info.st_mode)), "not a regular file")
+        raise self.error(
+            f"{self.name}: is {kind}, not an {self.what}; give the path of a regular file (save a stream to a "
+            "file first)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- writing

@@ -152,11 +152,11 @@ def check_run_memory(
         The run would need more memory than it may take.
     """
     from gpuseg.features import check_xy_scale
-    from gpuseg.io import image_header
+    from gpuseg.io import read_header
     from gpuseg.memory import check_memory, predicted_memory
 
     if isinstance(image_or_path, (str, os.PathLike)):
-        header = image_header(image_or_path)
+        header = read_header(image_or_path)
         pixels, channels, itemsize, name = header.pixels, header.channels, header.itemsize, str(image_or_path)
         decode = True
     else:

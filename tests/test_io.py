@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+import gpuseg.io
 from gpuseg.errors import ImageError, OutputExistsError
 from gpuseg.io import atomic_write, decode_image, load_image, save_png
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LOSSLESS = [
     (".png", np.uint8, 1),
@@ -132,13 +140,131 @@ def test_truncated_file(tmp_path, rng, suffix):
         load_image(tmp_path / f"cut{suffix}")
 
 
-@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp"])
-def test_pixel_cap(tmp_path, rng, suffix):
+CAP_FORMATS = [".png", ".jpg", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pam", ".pfm", ".hdr", ".ras", ".gif",
+               ".jp2", ".avif"]  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", CAP_FORMATS)
+def test_pixel_cap_is_checked_before_decoding(tmp_path, rng, monkeypatch, suffix):
+    image = random_image(rng, np.uint8, 1 if suffix == ".pgm" else 3, 40, 50)
+    if suffix == ".pfm":
+        image = image.astype(np.float32)
     path = tmp_path / f"big{suffix}"
-    write_rgb(path, random_image(rng, np.uint8, 3, 40, 50))
+    write_rgb(path, image)
+    decode = cv2.imdecode
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the decoder was called")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
     with pytest.raises(ImageError, match="2,000 pixels is more than the limit of 1,999"):
         load_image(path, max_pixels=1999)
-    assert load_image(path, max_pixels=2000).shape == (40, 50, 3)
+    with pytest.raises(ImageError, match="2,000 pixels is more than the limit of 1,999"):
+        decode_image(path.read_bytes(), max_pixels=1999)
+    monkeypatch.setattr(cv2, "imdecode", decode)
+    assert load_image(path, max_pixels=2000).shape[:2] == (40, 50)
+
+
+def test_max_pixels_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="max_pixels=0 must be >= 1"):
+        load_image(tmp_path / "any.png", max_pixels=0)
+
+
+def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter with this checkout's gpuseg: a hang fails the test instead of the run."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "stream.png"
+    os.mkfifo(fifo)
+    code = f"""
+from gpuseg.io import load_image, read_header
+from gpuseg.errors import ImageError
+for read in (load_image, read_header):
+    try:
+        read({str(fifo)!r})
+    except ImageError as exc:
+        print(exc)
+"""
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("stream.png: is a FIFO (named pipe), not an image file") == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_swapped_in_after_the_check_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "swapped.png"
+    os.mkfifo(fifo)
+    regular = tmp_path / "regular.png"
+    regular.write_bytes(b"x")
+    code = f"""
+import os
+from gpuseg.io import load_image
+from gpuseg.errors import ImageError
+real_stat = os.stat
+os.stat = lambda path, *a, **k: real_stat({str(regular)!r}) if str(path) == {str(fifo)!r} else real_stat(path, *a, **k)
+try:
+    load_image({str(fifo)!r})
+except ImageError as exc:
+    print(exc)
+"""
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert "swapped.png: is a FIFO (named pipe)" in out.stdout
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
+def test_character_device_is_refused_at_once():
+    with pytest.raises(ImageError, match="/dev/zero: is a character device, not an image file"):
+        load_image("/dev/zero")
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets here")
+def test_socket_is_refused(tmp_path):
+    with socket.socket(socket.AF_UNIX) as server:
+        try:
+            server.bind(str(tmp_path / "s.png"))
+        except OSError:
+            pytest.skip("cannot bind a Unix socket here")
+        with pytest.raises(ImageError, match="s.png: is a socket"):
+            load_image(tmp_path / "s.png")
+
+
+def test_file_larger_than_any_image_of_max_pixels_is_refused_unread(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    with open(path, "wb") as f:  # sparse: takes no disk space
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.truncate(2**36)
+
+    def no_reading(self):
+        raise AssertionError("the whole file was read")
+
+    monkeypatch.setattr(gpuseg.io.RegularFile, "read_all", no_reading)
+    with pytest.raises(ImageError, match=r"huge.png: 68,719,476,736 bytes is more than any image of at most"):
+        load_image(path)
+
+
+def test_unreadable_file_names_the_path(tmp_path):
+    path = tmp_path / "locked.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n")
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("running with permissions that ignore file modes")
+        with pytest.raises(ImageError, match="locked.png: cannot be read \\(Permission denied\\)"):
+            load_image(path)
+    finally:
+        path.chmod(0o600)
+
+
+def test_path_through_a_file_names_the_path(tmp_path):
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(ImageError, match="file/image.png: cannot be read \\(Not a directory\\)"):
+        load_image(tmp_path / "file" / "image.png")
 
 
 def test_decode_from_bytes_matches_file(tmp_path, rng):

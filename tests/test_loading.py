@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 
 from gpuseg.cli import app
 from gpuseg.errors import GpusegError, ImageError
-from gpuseg.headers import read_header
-from gpuseg.io import decode_image, decoder_messages, load_image
+from gpuseg.io import decode_image, load_image, read_header
 from gpuseg.points import read_points
 
 runner = CliRunner()
@@ -109,8 +108,8 @@ def test_huge_tiff_is_refused_from_its_header_without_decoding(tmp_path, monkeyp
 
 
 def test_unknown_format_is_refused_with_the_list(tmp_path):
-    path = tmp_path / "x.gif"
-    path.write_bytes(b"GIF89a" + bytes(100))
+    path = tmp_path / "x.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(100))
     with pytest.raises(ImageError, match="not an image gpuseg reads .*PNG, JPEG, TIFF"):
         load_image(path)
 
@@ -153,7 +152,7 @@ def test_truncated_jpeg_is_refused_with_or_without_its_end_marker():
     data = encoded(".jpg", photo(64, 64))
     with pytest.raises(ImageError, match="truncated"):
         decode_image(data[: len(data) // 2])
-    with pytest.raises(ImageError, match="the JPEG data is damaged .*(Corrupt|Premature)"):
+    with pytest.raises(ImageError, match="the JPEG image data stops .* before the image is complete"):
         decode_image(data[: len(data) // 2] + b"\xff\xd9")
 
 
@@ -163,13 +162,6 @@ def test_png_trailing_data_is_accepted_and_a_cut_png_refused():
     iend = data[-12:]
     with pytest.raises(ImageError, match="PNG file is (truncated|damaged)"):
         decode_image(data[: len(data) // 2] + iend)
-
-
-def test_other_output_on_stderr_passes_through_the_decoder_capture(capfd):
-    with decoder_messages() as messages:
-        os.write(2, b"someone else's line\n")
-    assert messages.text == ""
-    assert "someone else's line" in capfd.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------- points
@@ -201,10 +193,10 @@ def test_npy_that_is_not_a_table_of_numbers(tmp_path, array, message):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("x,y\n1,2\n3,4\n5,oops\n", "line 4: 'oops' is not a number"),
-        ("1,2\n\n3,4,5\n", "line 3 has 3 values, line 1 has 2"),
-        ("x,y\n1,2\nnan,4\n", "line 3 has NaN or infinite values"),
-        ("x,y\n", "has no rows of numbers"),
+        ("x,y\n1,2\n3,4\n5,oops\n", "line 4, column 2: 'oops' is not a number"),
+        ("1,2\n\n3,4,5\n", "line 3 has 3 columns where line 1 has 2"),
+        ("x,y\n1,2\nnan,4\n", "line 3, column 1: nan is not a finite number"),
+        ("x,y\n", "has a header line and no data rows"),
         ("", "the file is empty"),
     ],
 )
