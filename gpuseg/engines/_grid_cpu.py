@@ -136,7 +136,10 @@ def union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y_from, y_to, q
                 xx = x + dx[o]
                 if yy < q_from or yy >= q_to or yy >= h or xx < 0 or xx >= w or not core[yy, xx]:
                     continue
-                rq = find(parent, yy * w + xx)
+                q = yy * w + xx
+                if parent[q] == rp:  # joined already, the common case: no walk to the root
+                    continue
+                rq = find(parent, q)
                 if rq == rp or _pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) > eps2:
                     continue
                 if rq < rp:

@@ -53,6 +53,27 @@ def flatten_roots(parent, is_member):
     return roots
 
 
+@njit(cache=True, nogil=True)
+def number_components(parent, is_member):
+    """Cluster number of every member (-1 for the others), in one pass and without temporaries.
+
+    Every link points to a smaller index (roots hang under smaller roots; path halving only shortens), so
+    ``parent[i] <= i``: walking i upwards, a member's parent is numbered before it, and a root (its own
+    parent) starts the next cluster number, in order of smallest index as scikit-learn numbers them.
+    """
+    labels = np.empty(parent.shape[0], dtype=np.int64)
+    count = 0
+    for i in range(parent.shape[0]):
+        if not is_member[i]:
+            labels[i] = -1
+        elif parent[i] == i:
+            labels[i] = count
+            count += 1
+        else:
+            labels[i] = labels[parent[i]]
+    return labels
+
+
 def number_by_root(roots, xp=np):
     """Cluster number of every member: roots are the smallest indices, so cumulative counts of roots give
     the numbering by smallest index. Non-members (root -1) get -1. Works on NumPy and CuPy arrays."""

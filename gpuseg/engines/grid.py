@@ -68,7 +68,7 @@ def sample_labels(labels_flat, job: Job):
 
 def run_grid_cpu(job: Job) -> np.ndarray:
     from gpuseg.engines import _grid_cpu as k
-    from gpuseg.engines._unionfind import flatten_roots, number_by_root
+    from gpuseg.engines._unionfind import number_components
 
     f = job.features
     h, w = f.shape
@@ -97,7 +97,7 @@ def run_grid_cpu(job: Job) -> np.ndarray:
         k.union_cores(colours, lut, core, xs, ys, fdy, fdx, eps2, parent, bands, job.stop)
     with job.sub_stage("number"):
         core_flat = core.ravel()
-        labels = number_by_root(flatten_roots(parent, core_flat))
+        labels = number_components(parent, core_flat)
         del parent
     with job.sub_stage("borders"):
         k.attach_borders(colours, lut, mask, core, xs, ys, dy, dx, eps2, labels, job.stop)

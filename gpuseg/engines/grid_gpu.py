@@ -329,8 +329,7 @@ def rows_that_fit(h: int, w: int, colour_bytes: int, radius: int, xp) -> int:
 def banded(job: Job, stages: Stages, image: Window, h: int, w: int, band: int, radius: int, xp) -> np.ndarray:
     """The four stages over bands of rows; union-find across bands and the numbering run on the host."""
     from gpuseg.arrays import to_host
-    from gpuseg.engines._unionfind import flatten_roots as flatten_host
-    from gpuseg.engines._unionfind import merge_window
+    from gpuseg.engines._unionfind import merge_window, number_components
 
     starts = range(0, h, band)
     core = np.zeros((h, w), dtype=np.bool_)
@@ -345,7 +344,7 @@ def banded(job: Job, stages: Stages, image: Window, h: int, w: int, band: int, r
             roots = to_host(stages.union_roots(image.rows(lo, hi, xp), xp.asarray(core[lo:hi])))
             merge_window(parent, lo * w, roots)
     with job.sub_stage("number"):
-        labels = number_by_root(flatten_host(parent, core.reshape(-1)))
+        labels = number_components(parent, core.reshape(-1))
         del parent
     with job.sub_stage("borders"):
         for y0 in starts:
