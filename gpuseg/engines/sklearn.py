@@ -28,9 +28,12 @@ def run_sklearn_merged(job: Job) -> np.ndarray:
         merged = merge_rows(job.features, job.weights)
     if not merged.weights.any():  # weights that cancel on every row: no ball reaches min_samples >= 1
         return np.full(merged.inverse.shape[0], -1, dtype=np.int64)
+    weights = merged.weights
+    if job.weights is None and merged.n_rows == merged.inverse.shape[0]:
+        weights = None  # no two rows alike: scikit-learn's unweighted fit, a little faster
     # A tree computes each distance from the differences of the coordinates, as the exactness rule does; on
     # few rows scikit-learn's "auto" would pick brute force, whose |a|^2 + |b|^2 - 2ab loses precision.
-    return _fit(merged.points, merged.weights, job, "sklearn-merged", algorithm="kd_tree")[merged.inverse]
+    return _fit(merged.points, weights, job, "sklearn-merged", algorithm="kd_tree")[merged.inverse]
 
 
 def _fit(points: np.ndarray, weights: np.ndarray | None, job: Job, name: str, algorithm: str = "auto") -> np.ndarray:
@@ -46,18 +49,17 @@ def _fit(points: np.ndarray, weights: np.ndarray | None, job: Job, name: str, al
 def predicted_memory(points: np.ndarray, eps: float, seed: int = 0) -> float:
     """Bytes scikit-learn's DBSCAN would take to store every eps-neighbourhood of ``points``.
 
-    The mean neighbourhood size is estimated from ``GUARD_PROBES`` random points counted against a random
-    subset of ``GUARD_SUBSET`` points, scaled to all points.
+    The mean neighbourhood size is estimated from ``GUARD_PROBES`` random points counted (with a k-d tree)
+    against a random subset of ``GUARD_SUBSET`` points, scaled to all points.
     """
     n = points.shape[0]
     rng = np.random.default_rng(seed)
     subset = points if n <= GUARD_SUBSET else points[rng.choice(n, GUARD_SUBSET, replace=False)]
     probes = points if n <= GUARD_PROBES else points[rng.choice(n, GUARD_PROBES, replace=False)]
-    within = 0
-    for chunk in range(0, probes.shape[0], 50):
-        with np.errstate(over="ignore", invalid="ignore"):  # inf for far points: not within eps
-            d2 = ((probes[chunk : chunk + 50, None, :] - subset[None, :, :]) ** 2).sum(axis=2)
-        within += int((d2 <= eps * eps).sum())
+    from sklearn.neighbors import KDTree
+
+    with np.errstate(over="ignore", invalid="ignore"):  # huge coordinates: inf distances, not within eps
+        within = int(KDTree(subset).query_radius(probes, r=eps, count_only=True).sum())
     mean_neighbours = within / probes.shape[0] * n / subset.shape[0]
     return n * max(mean_neighbours, 1.0) * BYTES_PER_NEIGHBOUR
 
