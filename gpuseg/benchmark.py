@@ -61,9 +61,12 @@ class Case:
     xy_scale: float | None = None
     family: str = ""
 
+    engine: str | None = None
+    """gpuseg's engine for the case when it is not the rule below (``auto`` for general data, rows)."""
+
     @property
     def exact_engine(self) -> str:
-        return "grid" if self.xy_scale else "cells"
+        return self.engine or ("grid" if self.xy_scale else "cells")
 
 
 def suite(sizes=DEFAULT_SIZES, quick: bool = False) -> list[Case]:
@@ -78,6 +81,17 @@ def suite(sizes=DEFAULT_SIZES, quick: bool = False) -> list[Case]:
             Case("blobs 1M points 2-D", "blobs1m2", 0.05, 50),
             Case("blobs 1M points 3-D", "blobs1m3", 0.1, 50),
             Case("generated shapes 1411x1411 rgb+xy", "shapes", 0.0523, 20, xy_scale=0.01),
+            Case("blobs 40k points 6-D", "blobs40k6", 1.0, 10, engine="auto"),
+            Case("blobs 40k points 8-D", "blobs40k8", 1.3, 10, engine="auto"),
+            Case(
+                "dbscan(pixel_features(Grace Hopper photo 0.25 MP, rgb+xy)) rows",
+                "photo-rows",
+                0.0523,
+                20,
+                megapixels=0.25,
+                xy_scale=0.01,
+                engine="auto",
+            ),
         ]
     for mp_size in sizes:
         photo = f"Grace Hopper photo {'tiled to ' if mp_size > PHOTO_MEGAPIXELS else ''}{mp_size:g} MP"
@@ -108,6 +122,9 @@ def make_features(case: Case):
 
             X, _ = make_blobs(750, centers=[[1, 1], [-1, -1], [1, -1]], cluster_std=0.4, random_state=0)
             return points_features(StandardScaler().fit_transform(X))
+        if case.source.startswith("blobs40k"):  # general data above the cell engine's 5 dimensions
+            X, _ = make_blobs(40_000, n_features=int(case.source[-1]), centers=8, random_state=0)
+            return points_features(X)
         dims = int(case.source[-1])
         X, _ = make_blobs(1_000_000, n_features=dims, centers=5, cluster_std=1.0, random_state=0)
         return points_features(X)
@@ -117,7 +134,10 @@ def make_features(case: Case):
         image = shapes_image(1411, 1411)[0]
     else:
         image = tiled(photo_image(), case.megapixels)  # cropped below the photo's size, mirrored above
-    return build_features(image, color=case.color, alpha=case.alpha, xy_scale=case.xy_scale)
+    features = build_features(image, color=case.color, alpha=case.alpha, xy_scale=case.xy_scale)
+    if case.source == "photo-rows":  # the README's Python example: plain rows, as pixel_features() gives them
+        return points_features(features.matrix())
+    return features
 
 
 def photo_image():
@@ -143,7 +163,7 @@ def why_not(engine: str, device: str) -> str | None:
     from gpuseg.device import gpu_status
     from gpuseg.engines import ENGINES
 
-    missing = ENGINES[engine].why_missing()
+    missing = None if engine == "auto" else ENGINES[engine].why_missing()
     if missing:
         return missing
     if device == "gpu" and not gpu_status().usable:
