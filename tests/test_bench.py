@@ -155,7 +155,12 @@ def test_suite_plan_uses_inputs_of_a_plain_install():
     names = [c.name for c in cases]
     assert "Grace Hopper photo tiled to 2 MP rgb+xy" in names and "blobs 1M points 3-D" in names
     assert "generated shapes 1411x1411 rgb+xy" in names
-    assert {c.source for c in cases} == {"blobs750", "logo", "blobs1m2", "blobs1m3", "shapes", "photo"}
+    sources = {"blobs750", "logo", "blobs1m2", "blobs1m3", "shapes", "photo", "blobs40k6", "blobs40k8", "photo-rows"}
+    assert {c.source for c in cases} == sources
+    rows = next(c for c in cases if c.source == "photo-rows")
+    assert engine_runs(rows, device="cpu") == [("sklearn", "cpu"), ("auto", "cpu")]
+    X = benchmark.make_features(rows)
+    assert X.points is not None and X.points.shape[1] == 5 and not X.is_image  # plain rows, not an image
     xy = next(c for c in cases if c.name == "Grace Hopper photo tiled to 2 MP rgb+xy")
     assert engine_runs(xy) == [("sklearn", "cpu"), ("grid", "cpu"), ("grid", "gpu"), ("cuml", "gpu")]
     assert engine_runs(xy, engines=["grid"], device="cpu") == [("grid", "cpu")]
