@@ -223,15 +223,23 @@ def test_seed_rgba_recipe_matches_sklearn_on_merged_rows():
     assert run.labels.max() >= 2
 
 
-def test_dense_merge_with_array_operations_matches_the_compiled_one(rng):
-    from gpuseg.engines.merge import _merge_dense, _merge_dense_xp
+@pytest.mark.parametrize("high", [50, 2**24, 2**62])
+def test_every_merge_gives_first_occurrences_in_order(rng, high):
+    from gpuseg.engines.merge import _merge_dense_xp, _merge_hashed, _merge_sorted
 
-    key = rng.integers(0, 50, 2000).astype(np.uint64)
-    first_a, inverse_a = _merge_dense(key, 64)
-    first_b, inverse_b = _merge_dense_xp(key, 64, np)
-    np.testing.assert_array_equal(first_a, first_b)
-    np.testing.assert_array_equal(inverse_a, inverse_b)
-    np.testing.assert_array_equal(key[first_a][inverse_a], key)
+    key = (
+        rng.integers(0, high, 3000, dtype=np.uint64) if high < 2**63 else rng.integers(0, 2**63, 3000).astype(np.uint64)
+    )
+    key = key[rng.integers(0, 3000, 3000)]  # repeats
+    _, first_seen = np.unique(key, return_index=True)
+    expected_first = np.sort(first_seen)
+    for first, inverse in (_merge_hashed(key), _merge_sorted(key)):
+        np.testing.assert_array_equal(first, expected_first)
+        np.testing.assert_array_equal(key[first][inverse], key)
+    if high <= 2**24:
+        first, inverse = _merge_dense_xp(key, high, np)
+        np.testing.assert_array_equal(first, expected_first)
+        np.testing.assert_array_equal(key[first][inverse], key)
 
 
 # ------------------------------------------------------------------------------ rows of a pixel lattice

@@ -17,8 +17,9 @@ from gpuseg.arrays import to_host
 from gpuseg.features import Features
 
 DENSE_KEY_BITS = 26
-"""Packed keys below 2**DENSE_KEY_BITS (8-bit RGB, grey) are merged with a table instead of a sort, when
-there are enough rows (at least an eighth of the table) for the table to be the faster way."""
+"""On a GPU, packed keys below 2**DENSE_KEY_BITS (8-bit RGB, grey) are merged with a table instead of a sort,
+when there are enough rows (at least an eighth of the table) for the table to be the faster way. On the CPU
+every packed key is merged with a hash table."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,10 @@ def merge_rows(features: Features, weights=None, xp=np) -> MergedRows:
     codes = _packable_codes(features)
     if codes is not None:
         key, bits = _pack(codes, xp)
-        if bits <= DENSE_KEY_BITS and key.shape[0] * 8 >= 1 << bits:
-            first, inverse = _merge_dense(key, 1 << bits) if xp is np else _merge_dense_xp(key, 1 << bits, xp)
+        if xp is np:
+            first, inverse = _merge_hashed(key)
+        elif bits <= DENSE_KEY_BITS and key.shape[0] * 8 >= 1 << bits:
+            first, inverse = _merge_dense_xp(key, 1 << bits, xp)
         else:
             first, inverse = _merge_sorted(key, xp)
         points = features.lut[codes[first]]
@@ -108,7 +111,7 @@ def _merge_sorted(key, xp=np):
 
 
 def _merge_dense_xp(key, n_bins: int, xp):
-    """``_merge_dense`` with array operations (for GPUs): the first index of each key by an atomic
+    """``_merge_hashed`` for small keys with array operations (for GPUs): the first index of each key by an atomic
     minimum into a table, then the occupied slots ordered by that index."""
     from gpuseg.arrays import scatter_min
 
@@ -124,17 +127,28 @@ def _merge_dense_xp(key, n_bins: int, xp):
 
 
 @njit(cache=True, nogil=True)
-def _merge_dense(key, n_bins):
-    """The same as ``_merge_sorted`` for small integer keys, in one pass with a table."""
-    slot = np.full(n_bins, -1, dtype=np.int32)
-    inverse = np.empty(key.shape[0], dtype=np.int64)
-    first = np.empty(key.shape[0], dtype=np.int64)
+def _merge_hashed(key):
+    """The same as ``_merge_sorted`` for packed integer keys, in one pass with an open-addressing hash table
+    (twice as many slots as keys, at least): first occurrences come out in order of appearance."""
+    n = key.shape[0]
+    size = 1
+    while size < 2 * n:
+        size *= 2
+    slot_key = np.empty(size, dtype=np.uint64)
+    slot_row = np.full(size, -1, dtype=np.int64)
+    inverse = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
     m = 0
-    for i in range(key.shape[0]):
+    for i in range(n):
         k = key[i]
-        if slot[k] < 0:
-            slot[k] = m
+        h = (k * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)  # Fibonacci hashing
+        j = np.int64(h) & (size - 1)
+        while slot_row[j] >= 0 and slot_key[j] != k:
+            j = (j + 1) & (size - 1)
+        if slot_row[j] < 0:
+            slot_key[j] = k
+            slot_row[j] = m
             first[m] = i
             m += 1
-        inverse[i] = slot[k]
+        inverse[i] = slot_row[j]
     return first[:m].copy(), inverse
