@@ -1,18 +1,8 @@
-"""Small helpers that work the same on NumPy and CuPy arrays (``xp`` is the array module)."""
+"""Small helpers that work the same on NumPy and CuPy arrays, importing nothing of gpuseg (a leaf module)."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def scatter_min(xp, target, index, values) -> None:
-    """target[index] = min(target[index], values), with repeated indices (in place)."""
-    if xp is np:
-        np.minimum.at(target, index, values)
-    elif index.shape[0]:
-        from gpuseg.engines.gpu_common import THREADS_1D, blocks_1d, scatter_min_kernel
-
-        scatter_min_kernel[blocks_1d(index.shape[0]), THREADS_1D](target, index, values)
 
 
 def array_module(array):

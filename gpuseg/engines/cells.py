@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuseg.arrays import scatter_min
 from gpuseg.engines.base import Job
 from gpuseg.engines.cell_layout import MAX_CELL_DIMS, cell_layout, cell_table, neighbour_offsets
+from gpuseg.engines.scatter import scatter_min
 
 
 def unsupported(job: Job) -> str | None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from gpuseg.arrays import scatter_min
 from gpuseg.engines.base import Job
 from gpuseg.engines.cell_layout import cell_layout, cell_table, neighbour_offsets
 from gpuseg.engines.cells import number_cells, overflow_fallback
 from gpuseg.engines.gpu_common import THREADS_1D, blocks_1d, find, flatten_roots, sum_runs, union
 from gpuseg.engines.merge import merge_rows
+from gpuseg.engines.scatter import scatter_min
 
 
 @cuda.jit(device=True, inline=True)

@@ -113,7 +113,7 @@ def _merge_sorted(key, xp=np):
 def _merge_dense_xp(key, n_bins: int, xp):
     """``_merge_hashed`` for small keys with array operations (for GPUs): the first index of each key by an atomic
     minimum into a table, then the occupied slots ordered by that index."""
-    from gpuseg.arrays import scatter_min
+    from gpuseg.engines.scatter import scatter_min
 
     n = key.shape[0]
     slot_first = xp.full(n_bins, n, dtype=xp.int64)
