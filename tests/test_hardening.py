@@ -262,10 +262,12 @@ def test_a_signal_while_writing_leaves_nothing(scene, tmp_path, sig, code):
 
 def test_ctrl_c_while_clustering_stops_at_once(tmp_path):
     image = tmp_path / "noise.png"
-    save_png(image, np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8))
+    save_png(image, np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8))
     out = tmp_path / "out"
-    # every pixel of this stencil (radius 39, about 4,800 offsets) is a neighbour: many seconds of unions
-    args = ["segment", str(image), "--eps", "40", "--xy-scale", "1", "--engine", "grid", "--out-dir", str(out)]
+    # a stencil of radius 39 (about 4,800 offsets) whose weight never reaches min_samples: every neighbourhood
+    # is summed whole, and every pixel looks for a core neighbour: seconds of work
+    args = ["segment", str(image), "--eps", "40", "--xy-scale", "1", "--min-samples", "100000"]
+    args += ["--engine", "grid", "--out-dir", str(out)]
     got, stderr, seconds = run_and_signal(SLOW_CLUSTER, args, "clustering", signal.SIGINT, delay=1.0)
     assert got == 130, stderr
     assert seconds < 2, f"took {seconds:.1f} s to stop"
@@ -280,12 +282,13 @@ def test_interrupted_kernels_stop_in_the_library(tmp_path):
         import gpuseg
         from gpuseg.interrupts import compute_threads_alive
 
-        image = np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)
-        gpuseg.segment(image[:20, :20], eps=40, xy_scale=1, engine="grid", device="cpu")  # compiled
+        image = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
+        options = dict(eps=40, xy_scale=1, min_samples=100_000, engine="grid", device="cpu")  # seconds of work
+        gpuseg.segment(image[:20, :20], **options)  # compiled
         threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
         start = time.monotonic()
         try:
-            gpuseg.segment(image, eps=40, xy_scale=1, engine="grid", device="cpu")
+            gpuseg.segment(image, **options)
             print("finished")
         except KeyboardInterrupt:
             raised = time.monotonic() - start
