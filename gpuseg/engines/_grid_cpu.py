@@ -120,31 +120,37 @@ def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samp
 def union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y_from, y_to, q_from, q_to, stop):
     """Union core pixels of rows [y_from, y_to) with forward core neighbours in rows [q_from, q_to).
 
-    A neighbour already in the pixel's tree is skipped before its distance is computed: in a uniform
-    region most are, after the first few links.
+    Row by row, offset by offset over the whole row: a pair is skipped when the neighbour's parent is the
+    root the pixel had when its row began (the same set, however the trees changed since), which in a
+    uniform region is nearly every pair; the others take the walk to both roots and the distance test.
     """
     h, w = colours.shape[0], colours.shape[1]
+    roots = np.empty(w, dtype=parent.dtype)
     for y in range(y_from, y_to):
         if stop[0]:
             return
         for x in range(w):
-            if not core[y, x]:
+            roots[x] = find(parent, y * w + x) if core[y, x] else -1
+        for o in range(dy.shape[0]):
+            yy = y + dy[o]
+            if yy < q_from or yy >= q_to or yy >= h:
                 continue
-            rp = find(parent, y * w + x)
-            for o in range(dy.shape[0]):
-                yy = y + dy[o]
-                xx = x + dx[o]
-                if yy < q_from or yy >= q_to or yy >= h or xx < 0 or xx >= w or not core[yy, xx]:
+            d = dx[o]
+            for x in range(max(0, -d), min(w, w - d)):
+                xx = x + d
+                if roots[x] < 0 or not core[yy, xx]:
                     continue
                 q = yy * w + xx
-                if parent[q] == rp:  # joined already, the common case: no walk to the root
+                if parent[q] == roots[x]:
                     continue
+                rp = find(parent, y * w + x)
                 rq = find(parent, q)
+                roots[x] = rp  # the root now: later pairs of this pixel match it more often
                 if rq == rp or _pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) > eps2:
                     continue
                 if rq < rp:
                     parent[rp] = rq
-                    rp = rq
+                    roots[x] = rq
                 else:
                     parent[rq] = rp
 
