@@ -43,7 +43,7 @@ def merge_rows(features: Features, weights=None, xp=np) -> MergedRows:
     codes = _packable_codes(features)
     if codes is not None:
         key, bits = _pack(codes, xp)
-        if xp is np:
+        if xp is np and key.shape[0] < 2**31:  # the hash table holds int32 row numbers
             first, inverse = _merge_hashed(key)
         elif bits <= DENSE_KEY_BITS and key.shape[0] * 8 >= 1 << bits:
             first, inverse = _merge_dense_xp(key, 1 << bits, xp)
@@ -129,24 +129,22 @@ def _merge_dense_xp(key, n_bins: int, xp):
 @njit(cache=True, nogil=True)
 def _merge_hashed(key):
     """The same as ``_merge_sorted`` for packed integer keys, in one pass with an open-addressing hash table
-    (twice as many slots as keys, at least): first occurrences come out in order of appearance."""
+    (twice as many slots as keys, at least) that holds only row numbers (4 bytes a slot): a slot's key is
+    the key of its row's first occurrence. First occurrences come out in order of appearance."""
     n = key.shape[0]
     size = 1
     while size < 2 * n:
         size *= 2
-    slot_key = np.empty(size, dtype=np.uint64)
-    slot_row = np.full(size, -1, dtype=np.int64)
+    slot_row = np.full(size, -1, dtype=np.int32)
     inverse = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=np.int64)
     m = 0
     for i in range(n):
         k = key[i]
-        h = (k * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)  # Fibonacci hashing
-        j = np.int64(h) & (size - 1)
-        while slot_row[j] >= 0 and slot_key[j] != k:
+        j = np.int64((k * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & (size - 1)  # Fibonacci hashing
+        while slot_row[j] >= 0 and key[first[slot_row[j]]] != k:
             j = (j + 1) & (size - 1)
         if slot_row[j] < 0:
-            slot_key[j] = k
             slot_row[j] = m
             first[m] = i
             m += 1
