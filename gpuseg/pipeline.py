@@ -239,7 +239,7 @@ def save_outputs(
     with OutputSet(paths.values(), overwrite=overwrite) as outputs:
         stage_all(outputs, renders, threads=len(renders))
         elapsed = time.perf_counter() - start
-        timings = dict(result.report["timings_s"], save=elapsed)
+        timings = dict(result.report.get("timings_s", {}), save=elapsed)
         timings["total"] = timings.get("total", 0.0) + elapsed
         report = {**result.report, "timings_s": timings, "outputs": [str(p) for p in paths.values()]}
         outputs.stage(paths[".json"], json_writer(report))
