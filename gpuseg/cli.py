@@ -461,7 +461,7 @@ def cluster(
 def bench(
     quick: Annotated[
         bool,
-        typer.Option("--quick", help="Only the 750 blobs, the RGBA logo and the photo at 0.25 MP (or at --sizes)."),
+        _flag("--quick", "Only the 750 blobs, the RGBA logo and the photo at 0.25 MP (or at --sizes)."),
     ] = False,
     device: DeviceArg = DeviceOpt.auto,
     engine: Annotated[

@@ -437,9 +437,13 @@ def test_cli_errors_speak_in_options(scene, monkeypatch):
     assert "device='" not in result.output
 
 
-def test_help_shows_flags_without_a_type():
-    result = runner.invoke(app, ["segment", "--help"], env={"COLUMNS": "160"})
-    for flag in ("--json", "--overwrite", "--explain"):
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [(["segment"], ("--json", "--overwrite", "--explain")), (["bench"], ("--quick",)), ([], ("--version",))],
+)
+def test_help_shows_flags_without_a_type(command, flags):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "160"})
+    for flag in flags:
         line = next(line for line in result.output.splitlines() if flag in line)
         assert "<bool>" not in line, line
 
