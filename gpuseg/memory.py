@@ -8,7 +8,7 @@ import os
 from gpuseg.errors import MemoryLimitError
 
 # Peak bytes per pixel above the image itself, measured on a 2-core, 24 GiB machine on 4 and 16 MP photos (peak
-# RSS of segment() then save_outputs() with the overlay) and rounded up by about 15%.
+# RSS of segment() then save_outputs() with the overlay: 62, 122, 37 and 32 in the order below) and rounded up.
 BYTES_PER_PIXEL = {
     # (colours are float64 values: Lab or a float image, position features?)
     (True, True): 72,
@@ -56,17 +56,17 @@ def predicted_memory(
     return int(pixels * per_pixel)
 
 
-def check_memory(need: int, what: str, max_memory: int | None = None) -> None:
+def check_memory(need: int, what: str, max_memory: int | None = None, hint: str = "") -> None:
     """Raise :class:`MemoryLimitError` when ``need`` bytes exceed ``max_memory`` (default: the memory available).
 
-    ``what`` says what needs it (the message starts with it).
+    ``what`` says what needs it (the message starts with it); ``hint`` is another way to need less.
     """
     have = available_memory() if max_memory is None else max_memory
     if need > have:
-        limit = "available" if max_memory is None else "allowed by max_memory"
+        limit = "available" if max_memory is None else "the limit set"
         raise MemoryLimitError(
-            f"{what} needs about {_size(need)} and {_size(have)} is {limit}; use a smaller image "
-            f"(color='rgb' needs less than lab), or, if the machine can give more (swap), max_memory={need}"
+            f"{what} needs about {_size(need)} and {_size(have)} is {limit}; use a smaller image{hint}, or, if the "
+            f"machine can give more (swap), max_memory={need}"
         )
 
 

@@ -172,7 +172,7 @@ def check_run_memory(
     what = f"{name}: segmenting {pixels:,} pixels ({color}{' + position' if position else ', colour only'})"
     if pictures:
         what += f" and writing {pictures} picture{'s' if pictures > 1 else ''}"
-    check_memory(need, what, max_memory)
+    check_memory(need, what, max_memory, hint=" (or color='rgb', which needs less)" if color == "lab" else "")
     return need
 
 

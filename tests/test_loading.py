@@ -244,7 +244,7 @@ def test_a_run_that_would_not_fit_in_memory_is_refused_up_front(tmp_path, monkey
     monkeypatch.setattr(gpuseg.memory, "available_memory", lambda: 2**30)
     with pytest.raises(gpuseg.errors.MemoryLimitError, match=r"64,000,000 pixels \(lab \+ position\) needs about"):
         gpuseg.segment(path)
-    with pytest.raises(gpuseg.errors.MemoryLimitError, match=r"allowed by max_memory.*max_memory="):
+    with pytest.raises(gpuseg.errors.MemoryLimitError, match=r"is the limit set.*max_memory="):
         gpuseg.segment(path, max_memory=10**8)
     result = runner.invoke(app, ["segment", str(path), "--out-dir", str(tmp_path / "o")])
     assert result.exit_code == 1
