@@ -20,7 +20,6 @@ from typing import Annotated, Optional
 import typer
 
 from gpuseg import __version__
-from gpuseg.benchmark import CHILD_TIMEOUT_S
 from gpuseg.device import DEVICES
 from gpuseg.engines import ENGINE_NAMES
 from gpuseg.errors import OutputExistsError
@@ -471,19 +470,25 @@ def bench(
         Optional[str], typer.Option("--sizes", help="Photo sizes in megapixels, e.g. 0.25,1,2,12,50.")
     ] = None,
     repeat: Annotated[
-        Optional[int], typer.Option("--repeat", min=1, help="Timed runs per engine, median reported [5; 3 quick].")
+        Optional[int],
+        typer.Option("--repeat", min=1, help="Timed runs per engine, median reported (default 5; 3 with --quick)."),
     ] = None,
     timeout: Annotated[
-        float,
-        typer.Option("--timeout", min=1, help="Seconds after which one engine's run on a case is stopped (an error)."),
-    ] = CHILD_TIMEOUT_S,
+        Optional[float],
+        typer.Option(
+            "--timeout",
+            min=1,
+            help="Seconds after which one engine's run on a case is stopped, an error (default 1800).",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, bench.csv and bench.png.")] = Path(
         "gpuseg-bench"
     ),
 ) -> None:
     """Time every engine beside scikit-learn on point sets, generated images and a photo of growing size.
 
-    Cases: make_blobs points (750; 1M in 2-D, 3-D), a generated RGBA logo (500x500) and shapes image (1411x1411).
+    Cases: make_blobs points (750; 1M in 2-D, 3-D; 40k in 6-D, 8-D), a generated RGBA logo (500x500) and shapes
+    image (1411x1411), and the rows of pixel_features() given to dbscan().
 
     Photo: Grace Hopper's portrait from matplotlib's sample data, cropped or mirror-tiled to each of --sizes.
 
@@ -491,7 +496,16 @@ def bench(
     """
     from rich.console import Console
 
-    from gpuseg.benchmark import DEFAULT_SIZES, QUICK_SIZES, errors, run_suite, suite, table, write_outputs
+    from gpuseg.benchmark import (
+        CHILD_TIMEOUT_S,
+        DEFAULT_SIZES,
+        QUICK_SIZES,
+        errors,
+        run_suite,
+        suite,
+        table,
+        write_outputs,
+    )
 
     try:
         size_list = tuple(float(v) for v in sizes.split(",")) if sizes else (QUICK_SIZES if quick else DEFAULT_SIZES)
@@ -512,7 +526,9 @@ def bench(
         console.print(f"{row.case} | {row.engine} on {row.device}: {done}", style="dim", markup=False)
 
     repeat = repeat or (3 if quick else 5)
-    document = run_suite(cases, engines=engines, device=device.value, repeat=repeat, timeout=timeout, progress=show)
+    document = run_suite(
+        cases, engines=engines, device=device.value, repeat=repeat, timeout=timeout or CHILD_TIMEOUT_S, progress=show
+    )
     console.print(table(document))
     try:
         written = write_outputs(document, out)

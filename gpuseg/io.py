@@ -499,8 +499,3 @@ def save_npy(path: str | os.PathLike[str], array: np.ndarray, *, overwrite: bool
 def save_png(path: str | os.PathLike[str], image: np.ndarray, *, overwrite: bool = False) -> Path:
     """Save an RGB(A), grey or uint16 image as PNG, atomically."""
     return atomic_write(path, png_writer(image), overwrite=overwrite)
-
-
-def save_json(path: str | os.PathLike[str], document: Any, *, overwrite: bool = False) -> Path:
-    """Save a JSON document, atomically."""
-    return atomic_write(path, json_writer(document), overwrite=overwrite)
