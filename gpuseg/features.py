@@ -27,26 +27,26 @@ class Features:
 
     names: tuple[str, ...]
     points: np.ndarray | None = None
-    colours: np.ndarray | None = None
+    colors: np.ndarray | None = None
     lut: np.ndarray | None = None
     mask: np.ndarray | None = None
     xy_scale: float | None = None
 
     @property
     def is_image(self) -> bool:
-        return self.colours is not None
+        return self.colors is not None
 
     @property
     def shape(self) -> tuple[int, int] | None:
         """(H, W) of the image, or None for plain feature rows."""
-        return None if self.colours is None else self.colours.shape[:2]
+        return None if self.colors is None else self.colors.shape[:2]
 
     @property
     def n_samples(self) -> int:
         if self.points is not None:
             return self.points.shape[0]
-        assert self.colours is not None
-        return int(self.mask.sum()) if self.mask is not None else self.colours.shape[0] * self.colours.shape[1]
+        assert self.colors is not None
+        return int(self.mask.sum()) if self.mask is not None else self.colors.shape[0] * self.colors.shape[1]
 
     @property
     def n_features(self) -> int:
@@ -54,7 +54,7 @@ class Features:
 
     def map_arrays(self, fn) -> Features:
         """The same features with ``fn`` applied to each array (e.g. ``cupy.asarray`` to move them to a GPU)."""
-        arrays = {k: getattr(self, k) for k in ("points", "colours", "lut", "mask")}
+        arrays = {k: getattr(self, k) for k in ("points", "colors", "lut", "mask")}
         return dataclasses.replace(self, **{k: None if a is None else fn(a) for k, a in arrays.items()})
 
     def matrix(self, index=None) -> np.ndarray:
@@ -62,14 +62,14 @@ class Features:
         ``index`` (sample numbers), only those rows, without building the rest."""
         if self.points is not None:
             return self.points if index is None else self.points[index]
-        xp = array_module(self.colours)
+        xp = array_module(self.colors)
         h, w = self.shape
         pixels = xp.arange(h * w, dtype=xp.int64)
         if self.mask is not None:
             pixels = pixels[self.mask.ravel()]
         if index is not None:
             pixels = pixels[index]
-        codes = self.colours.reshape(-1, self.colours.shape[2])
+        codes = self.colors.reshape(-1, self.colors.shape[2])
         codes = codes if index is None and self.mask is None else codes[pixels]
         rows = self.lut[codes] if self.lut is not None else codes.astype("float64", copy=False)
         if self.xy_scale is None:
@@ -155,22 +155,22 @@ def build_features(
         elif alpha == "feature":
             extra, extra_names = [alpha_plane], ("alpha",)
         image = image[:, :, :3]
-    colours, names = _colour_planes(image, color, xp)
-    if extra and colours.dtype.kind == "f":  # Lab values: the alpha column is scaled to [0, 1] like them
+    colors, names = _color_planes(image, color, xp)
+    if extra and colors.dtype.kind == "f":  # Lab values: the alpha column is scaled to [0, 1] like them
         extra = [_unit(e, xp) for e in extra]
-    colours = xp.concatenate([colours, *(e[:, :, None] for e in extra)], axis=2) if extra else colours
+    colors = xp.concatenate([colors, *(e[:, :, None] for e in extra)], axis=2) if extra else colors
     names = names + extra_names
     lut = None
-    if colours.dtype.kind == "u":
-        top = np.iinfo(colours.dtype).max
+    if colors.dtype.kind == "u":
+        top = np.iinfo(colors.dtype).max
         lut = xp.arange(top + 1, dtype=xp.float64) / top
     else:
-        colours = colours.astype(xp.float64, copy=False)
+        colors = colors.astype(xp.float64, copy=False)
     if xy_scale is not None:
         names = names + ("x", "y")
     return Features(
         names=names,
-        colours=xp.ascontiguousarray(colours),
+        colors=xp.ascontiguousarray(colors),
         lut=lut,
         mask=mask,
         xy_scale=xy_scale,
@@ -215,8 +215,8 @@ def as_pixel_lattice(features: Features) -> Features | None:
     y, x = np.divmod(index, width)
     if not (np.array_equal(xs, x * scale) and np.array_equal(ys, y * scale)):
         return None
-    colours = np.ascontiguousarray(X[:, :-2]).reshape(X.shape[0] // width, width, X.shape[1] - 2)
-    return Features(names=features.names, colours=colours, xy_scale=scale)
+    colors = np.ascontiguousarray(X[:, :-2]).reshape(X.shape[0] // width, width, X.shape[1] - 2)
+    return Features(names=features.names, colors=colors, xy_scale=scale)
 
 
 def _unit(plane, xp):
@@ -239,7 +239,7 @@ def points_features(points: np.ndarray) -> Features:
     return Features(names=tuple(f"f{i}" for i in range(points.shape[1])), points=points)
 
 
-def _colour_planes(image, color: str, xp=np) -> tuple[np.ndarray, tuple[str, ...]]:
+def _color_planes(image, color: str, xp=np) -> tuple[np.ndarray, tuple[str, ...]]:
     """(H, W, K) colour planes (integer codes where the source is integer) and their column names.
 
     Lab and luma come from OpenCV, on the host: a GPU image makes that round trip for those two.
@@ -248,7 +248,7 @@ def _colour_planes(image, color: str, xp=np) -> tuple[np.ndarray, tuple[str, ...
 
     grey_source = image.shape[2] == 1
     if xp is not np and color in ("lab", "gray") and not grey_source:
-        planes, names = _colour_planes(image.get(), color)
+        planes, names = _color_planes(image.get(), color)
         return xp.asarray(planes), names
     if color == "lab":
         rgb = np.repeat(image, 3, axis=2) if grey_source else image

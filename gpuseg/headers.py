@@ -164,11 +164,11 @@ def _parser_for(head: bytes):
 
 
 def _png(r: _Reader) -> ImageHeader:
-    length, kind, width, height, depth, colour = r.unpack(">I4sIIBB", 8, "PNG header")
+    length, kind, width, height, depth, color = r.unpack(">I4sIIBB", 8, "PNG header")
     if kind != b"IHDR" or length != 13:
         raise HeaderError("its PNG header has no IHDR chunk first")
-    channels = {0: 1, 4: 4, 6: 4}.get(colour, 0)
-    if colour in (2, 3):  # RGB or palette: RGBA when a tRNS chunk comes before the image data
+    channels = {0: 1, 4: 4, 6: 4}.get(color, 0)
+    if color in (2, 3):  # RGB or palette: RGBA when a tRNS chunk comes before the image data
         channels = 4 if _png_has_trns(r) else 3
     return ImageHeader("png", height, width, channels, 2 if depth == 16 else 1)
 
@@ -351,13 +351,13 @@ def _bmp(r: _Reader) -> ImageHeader:
         return ImageHeader("bmp", height, width, 1, 1)
     if size < 36:
         raise HeaderError(f"its BMP info header has an unknown size of {size} bytes")
-    width, height, _, bpp, _, _, _, _, colours_used = r.unpack("<iiHHIIiiI", 18, "BMP header")
-    colour = bpp > 8
+    width, height, _, bpp, _, _, _, _, colors_used = r.unpack("<iiHHIIiiI", 18, "BMP header")
+    color = bpp > 8
     if bpp <= 8:
-        entries = min(colours_used if 0 < colours_used <= 256 else 1 << bpp, 1 << bpp)
+        entries = min(colors_used if 0 < colors_used <= 256 else 1 << bpp, 1 << bpp)
         palette = r.exact(14 + size, entries * 4, "BMP palette")
-        colour = any(palette[i] != palette[i + 1] or palette[i] != palette[i + 2] for i in range(0, len(palette), 4))
-    channels = (4 if bpp == 32 else 3) if colour else 1
+        color = any(palette[i] != palette[i + 1] or palette[i] != palette[i + 2] for i in range(0, len(palette), 4))
+    channels = (4 if bpp == 32 else 3) if color else 1
     return ImageHeader("bmp", abs(height), width, channels, 1)
 
 
@@ -443,13 +443,13 @@ def _hdr(r: _Reader) -> ImageHeader:
 
 def _sunras(r: _Reader) -> ImageHeader:
     _, width, height, depth, _, _, map_type, map_length = r.unpack(">8I", 0, "Sun raster header")
-    colour = depth > 8
+    color = depth > 8
     if depth <= 8 and map_type == 1 and 0 < map_length <= 768:
         palette = r.exact(32, map_length, "Sun raster palette")
         n = map_length // 3
         red, green, blue = palette[:n], palette[n : 2 * n], palette[2 * n : 3 * n]
-        colour = red != green or green != blue
-    return ImageHeader("sunras", height, width, 3 if colour else 1, 1)
+        color = red != green or green != blue
+    return ImageHeader("sunras", height, width, 3 if color else 1, 1)
 
 
 # ------------------------------------------------------------------------------------------------ GIF

@@ -41,7 +41,7 @@ def labels_to_png(labels: np.ndarray) -> np.ndarray:
     return (labels + 1).astype(np.uint16)
 
 
-def cluster_colours(n: int, seed: int = 0) -> np.ndarray:
+def cluster_colors(n: int, seed: int = 0) -> np.ndarray:
     """(n, 3) uint8 colours, distinct and bright, the same for the same n (golden-ratio hues)."""
     import cv2
 
@@ -59,7 +59,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, *, dim: float = 0.35, alpha: 
     """
     n = max(int(labels.max()) + 1, 0) if labels.size else 0
     palette = np.zeros((n + 1, 3), dtype=np.uint16)  # row 0 is noise
-    palette[1:] = np.round(cluster_colours(n).astype(np.float64) * alpha).astype(np.uint16)
+    palette[1:] = np.round(cluster_colors(n).astype(np.float64) * alpha).astype(np.uint16)
     keep = np.uint16(round(256 * dim * (1 - alpha)))
     out = ((to_rgb8(image).astype(np.uint16) * keep) >> 8) + palette[labels + 1]
     out[labels < 0] = 0

@@ -46,10 +46,10 @@ def predicted_memory(
     ``decode`` counts decoding it from a file (the decoder's image and its RGB copy); ``pictures`` the pictures
     written; ``explain`` the second segmentation of the explain panel.
     """
-    float_colours = color == "lab" or itemsize >= 4
-    per_pixel = BYTES_PER_PIXEL[(float_colours, position)]
+    float_colors = color == "lab" or itemsize >= 4
+    per_pixel = BYTES_PER_PIXEL[(float_colors, position)]
     if explain:
-        per_pixel += BYTES_PER_PIXEL[(float_colours, not position)]
+        per_pixel += BYTES_PER_PIXEL[(float_colors, not position)]
     per_pixel += BYTES_PER_EXTRA_PICTURE * max(pictures - 1, 0)
     image = channels * itemsize
     per_pixel += image * (3 if decode else 1)

@@ -11,7 +11,7 @@ PICTURES: tuple[str, ...] = ("overlay", "mean", "boundaries", "noise")
 NOISE_COLOUR = np.array([255, 0, 255], dtype=np.uint8)
 
 
-def mean_colour(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def mean_color(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Each cluster painted with its mean colour; noise in magenta."""
     rgb = to_rgb8(image).reshape(-1, 3).astype(np.float64)
     flat = labels.ravel()
@@ -50,7 +50,7 @@ def noise_map(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def picture(name: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """One of :data:`PICTURES` by name."""
-    return {"overlay": overlay, "mean": mean_colour, "boundaries": boundaries, "noise": noise_map}[name](image, labels)
+    return {"overlay": overlay, "mean": mean_color, "boundaries": boundaries, "noise": noise_map}[name](image, labels)
 
 
 def panel(tiles: list[tuple[np.ndarray, str]], columns: int = 2, width: int = 420) -> np.ndarray:

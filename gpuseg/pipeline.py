@@ -259,9 +259,9 @@ def explain_panel(result: SegmentResult, *, device: str = "auto") -> np.ndarray:
     options = dict(eps=r["eps"], min_samples=r["min_samples"], color=r["color"], alpha=r["alpha"])
     options.update(device=device, engine="auto")  # an engine chosen for result's features may not run these
     if r["xy_scale"] is None:
-        colour_only, with_xy = result, segment(image, xy_scale=DEFAULT_XY_SCALE, **options)
+        color_only, with_xy = result, segment(image, xy_scale=DEFAULT_XY_SCALE, **options)
     else:
-        colour_only, with_xy = segment(image, xy_scale=None, **options), result
+        color_only, with_xy = segment(image, xy_scale=None, **options), result
     xy = with_xy.report["xy_scale"]
 
     def summary(res: SegmentResult) -> str:
@@ -270,7 +270,7 @@ def explain_panel(result: SegmentResult, *, device: str = "auto") -> np.ndarray:
     params = f"{r['color']}, eps {r['eps']:g}, min_samples {r['min_samples']}"
     tiles = [
         (to_rgb8(image), f"input: {image.shape[1]}x{image.shape[0]} pixels = samples"),
-        (overlay(image, colour_only.labels), f"colour only ({params})\n{summary(colour_only)}"),
+        (overlay(image, color_only.labels), f"colour only ({params})\n{summary(color_only)}"),
         (
             overlay(image, with_xy.labels),
             f"colour + position, xy_scale {xy:g} (radius {int(r['eps'] / xy)} px)\n{summary(with_xy)}",

@@ -123,7 +123,7 @@ def grid_k_distances(features, queries: np.ndarray, k: int) -> np.ndarray:
     yy, xx = np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)
     if features.mask is not None:
         inside &= features.mask[yy, xx]
-    codes = features.colours
+    codes = features.colors
     values = (lambda c: features.lut[c]) if features.lut is not None else (lambda c: c.astype(np.float64))
     d2 = ((values(codes[yy, xx]) - values(codes[y, x])[:, None, :]) ** 2).sum(axis=2)
     d2 += ((dx * features.xy_scale) ** 2 + (dy * features.xy_scale) ** 2)[None, :]

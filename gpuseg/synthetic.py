@@ -29,7 +29,7 @@ def shapes_image(
         [[220, 60, 50], [250, 200, 40], [60, 170, 80], [240, 240, 230], [150, 80, 200], [30, 30, 30], [240, 130, 180]]
     )
     s = min(height, width)
-    for k, colour in enumerate(palette, start=1):
+    for k, color in enumerate(palette, start=1):
         layer = np.zeros((height, width), dtype=np.uint8)
         cx, cy = rng.uniform(0.15, 0.85) * width, rng.uniform(0.15, 0.85) * height
         size = rng.uniform(0.10, 0.22) * s
@@ -43,7 +43,7 @@ def shapes_image(
             cv2.fillPoly(layer, [pts], 1)
         inside = layer.astype(bool)
         shade = 1.0 - 0.15 * (yy - cy) / (2 * size)
-        image[inside] = colour[None, :] * np.clip(shade, 0.85, 1.15)[inside][:, None]
+        image[inside] = color[None, :] * np.clip(shade, 0.85, 1.15)[inside][:, None]
         truth[inside] = k
     image += rng.normal(0.0, noise, image.shape)
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), truth

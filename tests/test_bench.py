@@ -164,8 +164,8 @@ def test_suite_plan_uses_inputs_of_a_plain_install():
     xy = next(c for c in cases if c.name == "Grace Hopper photo tiled to 2 MP rgb+xy")
     assert engine_runs(xy) == [("sklearn", "cpu"), ("grid", "cpu"), ("grid", "gpu"), ("cuml", "gpu")]
     assert engine_runs(xy, engines=["grid"], device="cpu") == [("grid", "cpu")]
-    colour = next(c for c in cases if c.name == "Grace Hopper photo 0.25 MP rgb")
-    assert ("sklearn-merged", "cpu") in engine_runs(colour) and ("cells", "gpu") in engine_runs(colour)
+    color = next(c for c in cases if c.name == "Grace Hopper photo 0.25 MP rgb")
+    assert ("sklearn-merged", "cpu") in engine_runs(color) and ("cells", "gpu") in engine_runs(color)
 
 
 def test_photo_is_matplotlibs_grace_hopper_of_the_size_in_the_names():

@@ -65,7 +65,7 @@ def test_adapter_merges_rows_passes_weights_and_renumbers(stand_in_cuml, rng):
     assert job.note == NOTE
 
 
-def test_adapter_on_image_colours(stand_in_cuml):
+def test_adapter_on_image_colors(stand_in_cuml):
     from gpuseg.engines.cuml import run_cuml
 
     features = build_features(shapes_image(30, 40, seed=2)[0])

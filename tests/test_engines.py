@@ -166,7 +166,7 @@ def test_alpha_mask_with_no_samples_left():
         assert got.shape == (0,)
 
 
-def test_grid_refuses_colour_only_features():
+def test_grid_refuses_color_only_features():
     features = build_features(astronaut(8, 8))
     with pytest.raises(ValueError, match="engine='grid' needs image features with position"):
         cluster_features(features, eps=0.05, min_samples=3, engine="grid")
@@ -205,7 +205,7 @@ def test_all_zero_weights_are_refused_as_scikit_learn_does():
         cluster_features(points_features(X), eps=0.5, min_samples=2, sample_weight=np.zeros(5))
 
 
-def test_auto_picks_grid_for_position_and_cells_for_colour():
+def test_auto_picks_grid_for_position_and_cells_for_color():
     image = astronaut(16, 16)
     assert cluster_features(build_features(image, xy_scale=0.01), eps=0.05, min_samples=3).engine == "grid"
     assert cluster_features(build_features(image), eps=0.05, min_samples=3).engine == "cells"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import gpuseg
 from gpuseg.cli import app
 from gpuseg.io import save_png
-from gpuseg.pictures import boundary_mask, mean_colour, noise_map
+from gpuseg.pictures import boundary_mask, mean_color, noise_map
 from gpuseg.quality import quality
 from gpuseg.suggest import knee_index
 from gpuseg.synthetic import shapes_image
@@ -77,7 +77,7 @@ def test_quality_by_hand():
 def test_pictures_by_hand():
     image = np.array([[[10, 20, 30], [30, 40, 50], [0, 0, 0]]], dtype=np.uint8)
     labels = np.array([[0, 0, -1]])
-    mean = mean_colour(image, labels)
+    mean = mean_color(image, labels)
     assert mean[0, 0].tolist() == [20, 30, 40] and mean[0, 1].tolist() == [20, 30, 40]
     assert mean[0, 2].tolist() == [255, 0, 255]
     assert boundary_mask(labels).tolist() == [[False, True, False]]

@@ -93,14 +93,14 @@ def test_bad_options_name_the_parameter(kwargs, message):
         pixel_features(np.zeros((2, 2, 3), np.uint8), **kwargs)
 
 
-def test_xy_scale_zero_means_colour_only_as_on_the_command_line():
+def test_xy_scale_zero_means_color_only_as_on_the_command_line():
     image = np.arange(24, dtype=np.uint8).reshape(2, 4, 3)
-    for colour_only in (0, 0.0, None):
-        X = pixel_features(image, xy_scale=colour_only)
+    for color_only in (0, 0.0, None):
+        X = pixel_features(image, xy_scale=color_only)
         np.testing.assert_array_equal(X, image.reshape(-1, 3) / 255.0)
 
 
-def test_lab_alpha_feature_column_is_scaled_like_the_colours():
+def test_lab_alpha_feature_column_is_scaled_like_the_colors():
     image = np.zeros((2, 3, 4), np.uint8)
     image[..., 3] = [[0, 51, 255], [102, 204, 255]]
     X = pixel_features(image, color="lab", alpha="feature")

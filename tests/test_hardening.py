@@ -104,7 +104,7 @@ def test_cli_refuses_negative_or_non_finite_xy_scale(scene, tmp_path, value):
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_xy_scale_zero_is_colour_only(scene, tmp_path):
+def test_cli_xy_scale_zero_is_color_only(scene, tmp_path):
     result = runner.invoke(app, ["segment", str(scene), "--xy-scale", "0", "--out-dir", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)["reports"][0]

@@ -9,15 +9,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from gpuseg.engines._kernels_common import colour_sqdiff, colour_value
+from gpuseg.engines._kernels_common import color_sqdiff, color_value
 from gpuseg.engines._unionfind import find
 
 
 @njit(inline="always", cache=True)
-def _pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2):
+def _pair_d2(colors, lut, xs, ys, y, x, yy, xx, eps2):
     d2 = 0.0
-    for k in range(colours.shape[2]):
-        d2 += colour_sqdiff(lut, colours[y, x, k], colours[yy, xx, k])
+    for k in range(colors.shape[2]):
+        d2 += color_sqdiff(lut, colors[y, x, k], colors[yy, xx, k])
     if d2 > eps2:
         return d2
     t = xs[xx] - xs[x]
@@ -27,14 +27,14 @@ def _pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2):
 
 
 @njit(cache=True, nogil=True)
-def _band_planes(colours, lut, mask, weights, lo, hi, planes, wts):
+def _band_planes(colors, lut, mask, weights, lo, hi, planes, wts):
     """Rows [lo, hi) as float64 colour planes ``planes[k, row - lo, x]`` and sample weights (0 where a
     pixel is not a sample): contiguous rows that the count loops read without lookups or branches."""
-    w, n_colours = colours.shape[1], colours.shape[2]
+    w, n_colors = colors.shape[1], colors.shape[2]
     for yy in range(lo, hi):
         for x in range(w):
-            for k in range(n_colours):
-                planes[k, yy - lo, x] = colour_value(lut, colours[yy, x, k])
+            for k in range(n_colors):
+                planes[k, yy - lo, x] = color_value(lut, colors[yy, x, k])
             wts[yy - lo, x] = weights[yy, x] if mask[yy, x] else 0.0
 
 
@@ -48,7 +48,7 @@ def _count_row(planes, wts, xs, ys, y, lo, dy, dx, eps2, stop_at, acc, d2):
     contiguous loads and no branch in the inner loops (SIMD), the squared distance summed in the rule's
     order (colours, then x, then y). The offsets come nearest first; every ROW_CHECK of them, the row stops
     once each of its pixels has reached ``stop_at`` (min_samples; infinity with negative weights)."""
-    n_colours, h_band, w = planes.shape
+    n_colors, h_band, w = planes.shape
     r = y - lo
     for o in range(dy.shape[0]):
         if o % ROW_CHECK == 0 and o > 0:
@@ -69,7 +69,7 @@ def _count_row(planes, wts, xs, ys, y, lo, dy, dx, eps2, stop_at, acc, d2):
         for i in range(n):
             t = a[i] - b[i]
             d2[i] = t * t
-        for k in range(1, n_colours):
+        for k in range(1, n_colors):
             a, b = planes[k, r, x0:x1], planes[k, q, x0 + d : x1 + d]
             for i in range(n):
                 t = a[i] - b[i]
@@ -83,7 +83,7 @@ def _count_row(planes, wts, xs, ys, y, lo, dy, dx, eps2, stop_at, acc, d2):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samples, stop_at, core, stop, band_rows):
+def count_neighbours(colors, lut, mask, weights, xs, ys, dy, dx, eps2, min_samples, stop_at, core, stop, band_rows):
     """core[y, x] = weight of the pixel's eps-ball (itself included) >= min_samples.
 
     Bands of rows in parallel; each band takes its rows and a halo of the stencil's reach as float planes,
@@ -91,7 +91,7 @@ def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samp
     has reached ``stop_at``. Every kernel skips its remaining rows once ``stop[0]`` is set (see
     :mod:`gpuseg.interrupts`).
     """
-    h, w, n_colours = colours.shape
+    h, w, n_colors = colors.shape
     reach = 0
     for o in range(dy.shape[0]):
         reach = max(reach, abs(dy[o]))
@@ -99,9 +99,9 @@ def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samp
     for b in prange(n_bands):
         y0, y1 = b * band_rows, min(h, (b + 1) * band_rows)
         lo, hi = max(0, y0 - reach), min(h, y1 + reach)
-        planes = np.empty((n_colours, hi - lo, w))
+        planes = np.empty((n_colors, hi - lo, w))
         wts = np.empty((hi - lo, w))
-        _band_planes(colours, lut, mask, weights, lo, hi, planes, wts)
+        _band_planes(colors, lut, mask, weights, lo, hi, planes, wts)
         acc = np.empty(w)
         d2 = np.empty(w)
         for y in range(y0, y1):
@@ -117,14 +117,14 @@ def count_neighbours(colours, lut, mask, weights, xs, ys, dy, dx, eps2, min_samp
 
 
 @njit(cache=True, nogil=True)
-def union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y_from, y_to, q_from, q_to, stop):
+def union_rows(colors, lut, core, xs, ys, dy, dx, eps2, parent, y_from, y_to, q_from, q_to, stop):
     """Union core pixels of rows [y_from, y_to) with forward core neighbours in rows [q_from, q_to).
 
     Row by row, offset by offset over the whole row: a pair is skipped when the neighbour's parent is the
     root the pixel had when its row began (the same set, however the trees changed since), which in a
     uniform region is nearly every pair; the others take the walk to both roots and the distance test.
     """
-    h, w = colours.shape[0], colours.shape[1]
+    h, w = colors.shape[0], colors.shape[1]
     roots = np.empty(w, dtype=parent.dtype)
     for y in range(y_from, y_to):
         if stop[0]:
@@ -146,7 +146,7 @@ def union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y_from, y_to, q
                 rp = find(parent, y * w + x)
                 rq = find(parent, q)
                 roots[x] = rp  # the root now: later pairs of this pixel match it more often
-                if rq == rp or _pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) > eps2:
+                if rq == rp or _pair_d2(colors, lut, xs, ys, y, x, yy, xx, eps2) > eps2:
                     continue
                 if rq < rp:
                     parent[rp] = rq
@@ -156,26 +156,26 @@ def union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y_from, y_to, q
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def union_cores(colours, lut, core, xs, ys, dy, dx, eps2, parent, band_starts, stop):
+def union_cores(colors, lut, core, xs, ys, dy, dx, eps2, parent, band_starts, stop):
     """Union every pair of core neighbours: bands of rows in parallel (their trees are disjoint), then the
     pairs that cross a band border, in one thread."""
     n_bands = band_starts.shape[0] - 1
-    h = colours.shape[0]
+    h = colors.shape[0]
     for b in prange(n_bands):
         y0, y1 = band_starts[b], band_starts[b + 1]
-        union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, y0, y1, y0, y1, stop)
+        union_rows(colors, lut, core, xs, ys, dy, dx, eps2, parent, y0, y1, y0, y1, stop)
     reach = 0
     for o in range(dy.shape[0]):
         reach = max(reach, dy[o])
     for b in range(n_bands - 1):
         y1 = band_starts[b + 1]
-        union_rows(colours, lut, core, xs, ys, dy, dx, eps2, parent, max(y1 - reach, 0), y1, y1, h, stop)
+        union_rows(colors, lut, core, xs, ys, dy, dx, eps2, parent, max(y1 - reach, 0), y1, y1, h, stop)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def attach_borders(colours, lut, mask, core, xs, ys, dy, dx, eps2, labels, stop):
+def attach_borders(colors, lut, mask, core, xs, ys, dy, dx, eps2, labels, stop):
     """A non-core sample takes the smallest cluster number among its core neighbours (-1 if none)."""
-    h, w = colours.shape[0], colours.shape[1]
+    h, w = colors.shape[0], colors.shape[1]
     for y in prange(h):
         if stop[0]:
             continue
@@ -191,7 +191,7 @@ def attach_borders(colours, lut, mask, core, xs, ys, dy, dx, eps2, labels, stop)
                 lab = labels[yy * w + xx]
                 if best >= 0 and lab >= best:
                     continue
-                if _pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
+                if _pair_d2(colors, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
                     best = lab
                     if best == 0:
                         break

@@ -9,14 +9,14 @@ from numba import types
 from numba.extending import overload
 
 
-def colour_sqdiff(lut, a, b):
+def color_sqdiff(lut, a, b):
     """Plain-Python meaning of the compiled overload below."""
     d = (lut[a] - lut[b]) if isinstance(a, (int, np.integer)) else (a - b)
     return d * d
 
 
-@overload(colour_sqdiff, inline="always", target="generic")
-def _colour_sqdiff(lut, a, b):
+@overload(color_sqdiff, inline="always", target="generic")
+def _color_sqdiff(lut, a, b):
     if isinstance(a, types.Integer):
 
         def from_codes(lut, a, b):
@@ -32,13 +32,13 @@ def _colour_sqdiff(lut, a, b):
     return from_values
 
 
-def colour_value(lut, c):
+def color_value(lut, c):
     """Plain-Python meaning of the compiled overload below: the float64 value of a colour code or value."""
     return lut[c] if isinstance(c, (int, np.integer)) else float(c)
 
 
-@overload(colour_value, inline="always", target="generic")
-def _colour_value(lut, c):
+@overload(color_value, inline="always", target="generic")
+def _color_value(lut, c):
     if isinstance(c, types.Integer):
         return lambda lut, c: lut[c]
     return lambda lut, c: c

@@ -72,7 +72,7 @@ def run_grid_cpu(job: Job) -> np.ndarray:
 
     f = job.features
     h, w = f.shape
-    colours = f.colours
+    colors = f.colors
     lut = f.lut if f.lut is not None else np.zeros(1)
     xs = np.arange(w, dtype=np.int64) * f.xy_scale
     ys = np.arange(h, dtype=np.int64) * f.xy_scale
@@ -88,17 +88,17 @@ def run_grid_cpu(job: Job) -> np.ndarray:
         core = np.zeros((h, w), dtype=np.bool_)
         band = max(8, -(-h // (4 * (os.cpu_count() or 1))))
         k.count_neighbours(
-            colours, lut, mask, weights, xs, ys, dy, dx, eps2, float(job.min_samples), job.stop_at, core, job.stop, band
+            colors, lut, mask, weights, xs, ys, dy, dx, eps2, float(job.min_samples), job.stop_at, core, job.stop, band
         )
     with job.sub_stage("union"):
         index_dtype = np.int32 if h * w < 2**31 else np.int64
         parent = np.arange(h * w, dtype=index_dtype)
         bands = k.band_starts(h, 4 * (os.cpu_count() or 1))
-        k.union_cores(colours, lut, core, xs, ys, fdy, fdx, eps2, parent, bands, job.stop)
+        k.union_cores(colors, lut, core, xs, ys, fdy, fdx, eps2, parent, bands, job.stop)
     with job.sub_stage("number"):
         core_flat = core.ravel()
         labels = number_components(parent, core_flat)
         del parent
     with job.sub_stage("borders"):
-        k.attach_borders(colours, lut, mask, core, xs, ys, dy, dx, eps2, labels, job.stop)
+        k.attach_borders(colors, lut, mask, core, xs, ys, dy, dx, eps2, labels, job.stop)
     return sample_labels(labels, job)

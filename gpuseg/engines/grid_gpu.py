@@ -35,10 +35,10 @@ def kernels(integer_codes: bool):
     sqdiff = _codes_sqdiff if integer_codes else _values_sqdiff
 
     @cuda.jit(device=True, inline=True)
-    def pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2):
+    def pair_d2(colors, lut, xs, ys, y, x, yy, xx, eps2):
         d2 = 0.0
-        for k in range(colours.shape[2]):
-            d2 += sqdiff(lut, colours[y, x, k], colours[yy, xx, k])
+        for k in range(colors.shape[2]):
+            d2 += sqdiff(lut, colors[y, x, k], colors[yy, xx, k])
         if d2 > eps2:
             return d2
         t = xs[xx] - xs[x]
@@ -48,10 +48,10 @@ def kernels(integer_codes: bool):
 
     @cuda.jit
     def count_neighbours(
-        colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, stop_at, core
+        colors, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, stop_at, core
     ):
         x, y = cuda.grid(2)
-        h, w = colours.shape[0], colours.shape[1]
+        h, w = colors.shape[0], colors.shape[1]
         if y >= h or x >= w:
             return
         if masked and not mask[y, x]:
@@ -64,16 +64,16 @@ def kernels(integer_codes: bool):
                 xx = x + dx[o]
                 if yy < 0 or yy >= h or xx < 0 or xx >= w or (masked and not mask[yy, xx]):
                     continue
-                if pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
+                if pair_d2(colors, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
                     total += weights[yy, xx] if weighted else 1.0
                     if total >= stop_at:
                         break
         core[y, x] = total >= min_samples
 
     @cuda.jit
-    def union_cores(colours, lut, core, xs, ys, dy, dx, eps2, parent):
+    def union_cores(colors, lut, core, xs, ys, dy, dx, eps2, parent):
         x, y = cuda.grid(2)
-        h, w = colours.shape[0], colours.shape[1]
+        h, w = colors.shape[0], colors.shape[1]
         if y >= h or x >= w or not core[y, x]:
             return
         rp = find(parent, y * w + x)
@@ -82,16 +82,16 @@ def kernels(integer_codes: bool):
             xx = x + dx[o]
             if yy >= h or xx < 0 or xx >= w or not core[yy, xx]:
                 continue
-            if pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
+            if pair_d2(colors, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
                 rp = union_from(parent, rp, yy * w + xx)
 
     @cuda.jit
-    def attach_borders(colours, lut, core, xs, ys, dy, dx, eps2, todo, labels):
+    def attach_borders(colors, lut, core, xs, ys, dy, dx, eps2, todo, labels):
         """One thread per non-core sample (a compact list, so that warps do not idle on core pixels)."""
         i = cuda.grid(1)
         if i >= todo.shape[0]:
             return
-        h, w = colours.shape[0], colours.shape[1]
+        h, w = colors.shape[0], colors.shape[1]
         p = todo[i]
         y = p // w
         x = p - y * w
@@ -104,7 +104,7 @@ def kernels(integer_codes: bool):
             lab = labels[yy * w + xx]
             if best >= 0 and lab >= best:
                 continue
-            if pair_d2(colours, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
+            if pair_d2(colors, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
                 best = lab
                 if best == 0:
                     break
@@ -128,8 +128,8 @@ def tiled_kernels(integer_codes: bool, channels: int, radius: int):
     n_tile = th * tw
 
     @cuda.jit(device=True, inline=True)
-    def load_tile(tile, colours, lut):
-        h, w = colours.shape[0], colours.shape[1]
+    def load_tile(tile, colors, lut):
+        h, w = colors.shape[0], colors.shape[1]
         y0 = cuda.blockIdx.y * by - radius
         x0 = cuda.blockIdx.x * bx - radius
         for i in range(cuda.threadIdx.y * bx + cuda.threadIdx.x, n_tile, bx * by):
@@ -140,9 +140,9 @@ def tiled_kernels(integer_codes: bool, channels: int, radius: int):
             if gy >= 0 and gy < h and gx >= 0 and gx < w:
                 for k in range(channels):
                     if integer_codes:
-                        tile[ty, tx, k] = lut[colours[gy, gx, k]]
+                        tile[ty, tx, k] = lut[colors[gy, gx, k]]
                     else:
-                        tile[ty, tx, k] = colours[gy, gx, k]
+                        tile[ty, tx, k] = colors[gy, gx, k]
         cuda.syncthreads()
 
     @cuda.jit(device=True, inline=True)
@@ -160,12 +160,12 @@ def tiled_kernels(integer_codes: bool, channels: int, radius: int):
 
     @cuda.jit
     def count_neighbours(
-        colours, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, stop_at, core
+        colors, lut, mask, masked, weights, weighted, xs, ys, dy, dx, eps2, min_samples, stop_at, core
     ):
         tile = cuda.shared.array((th, tw, channels), dtype=float64)
-        load_tile(tile, colours, lut)
+        load_tile(tile, colors, lut)
         x, y = cuda.grid(2)
-        h, w = colours.shape[0], colours.shape[1]
+        h, w = colors.shape[0], colors.shape[1]
         if y >= h or x >= w:
             return
         if masked and not mask[y, x]:
@@ -187,11 +187,11 @@ def tiled_kernels(integer_codes: bool, channels: int, radius: int):
         core[y, x] = total >= min_samples
 
     @cuda.jit
-    def union_cores(colours, lut, core, xs, ys, dy, dx, eps2, parent):
+    def union_cores(colors, lut, core, xs, ys, dy, dx, eps2, parent):
         tile = cuda.shared.array((th, tw, channels), dtype=float64)
-        load_tile(tile, colours, lut)
+        load_tile(tile, colors, lut)
         x, y = cuda.grid(2)
-        h, w = colours.shape[0], colours.shape[1]
+        h, w = colors.shape[0], colors.shape[1]
         if y >= h or x >= w or not core[y, x]:
             return
         ly = cuda.threadIdx.y + radius
@@ -222,7 +222,7 @@ class Window:
     """The arrays every stage reads, for the image rows ``[lo, hi)``: kernels see the window as an image
     whose y positions are the window's own (``ys``), so distances stay those of the whole image."""
 
-    colours: object
+    colors: object
     lut: object
     mask: object
     masked: bool
@@ -236,7 +236,7 @@ class Window:
             return xp.ascontiguousarray(xp.asarray(a[lo:hi])) if full else a
 
         return Window(
-            cut(self.colours, True),
+            cut(self.colors, True),
             self.lut,
             cut(self.mask, self.masked),
             self.masked,
@@ -256,13 +256,13 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
     """
     f = job.features
     h, w = f.shape
-    resident = array_module(f.colours) is xp
+    resident = array_module(f.colors) is xp
     dy_host, dx_host = stencil(job.eps, f.xy_scale, h, w)
     radius = int(max(np.abs(dy_host).max(initial=0), np.abs(dx_host).max(initial=0)))
     half = forward_half(dy_host, dx_host)
     stages = Stages(
         kernels(f.lut is not None),
-        tiled_kernels(f.lut is not None, f.colours.shape[2], radius),
+        tiled_kernels(f.lut is not None, f.colors.shape[2], radius),
         xp.asarray(dy_host),
         xp.asarray(dx_host),
         xp.asarray(np.ascontiguousarray(dy_host[half])),
@@ -278,7 +278,7 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
     if not weighted:
         weights = xp.ones((1, 1), dtype=xp.float64)  # not read: the kernels add 1.0 per neighbour
     image = Window(
-        f.colours,
+        f.colors,
         xp.asarray(f.lut) if f.lut is not None else xp.zeros(1),
         f.mask if masked else xp.ones((1, 1), dtype=xp.bool_),
         masked,
@@ -288,7 +288,7 @@ def run_grid_device(job: Job, xp, band_rows: int | None = None):
         xp.arange(h, dtype=xp.int64) * f.xy_scale,
     )
     if band_rows is None:
-        band_rows = h if resident else rows_that_fit(h, w, f.colours.itemsize * f.colours.shape[2], radius, xp)
+        band_rows = h if resident else rows_that_fit(h, w, f.colors.itemsize * f.colors.shape[2], radius, xp)
     if band_rows >= h and resident:
         with job.sub_stage("count"):
             core = stages.count(image)
@@ -313,16 +313,16 @@ def whole_image_fits(job: Job) -> bool:
         return True
     h, w = f.shape
     radius = min(stencil_radius(job.eps, f.xy_scale, max(h, w)), h)
-    return rows_that_fit(h, w, f.colours.itemsize * f.colours.shape[2], radius, cupy) >= h
+    return rows_that_fit(h, w, f.colors.itemsize * f.colors.shape[2], radius, cupy) >= h
 
 
-def rows_that_fit(h: int, w: int, colour_bytes: int, radius: int, xp) -> int:
+def rows_that_fit(h: int, w: int, color_bytes: int, radius: int, xp) -> int:
     """How many rows (plus two halos) fit in 80% of the free device memory; all rows on the simulator."""
     if xp is np:
         return h
     free, _ = xp.cuda.Device().mem_info
     free += xp.get_default_memory_pool().free_bytes()
-    per_row = w * (BYTES_PER_PIXEL + colour_bytes)
+    per_row = w * (BYTES_PER_PIXEL + color_bytes)
     return int(0.8 * free // per_row) - 2 * radius
 
 
@@ -374,11 +374,11 @@ class Stages:
 
     def count(self, win: Window):
         xp = self.xp
-        h, w = win.colours.shape[:2]
+        h, w = win.colors.shape[:2]
         core = xp.empty((h, w), dtype=xp.bool_)
         kernel = (self.tiled or self.plain)[0]
         kernel[blocks_2d(h, w), THREADS_2D](
-            win.colours, win.lut, win.mask, win.masked, win.weights, win.weighted, win.xs, win.ys,
+            win.colors, win.lut, win.mask, win.masked, win.weights, win.weighted, win.xs, win.ys,
             self.dy, self.dx, self.eps2, self.min_samples, self.stop_at, core,
         )  # fmt: skip
         return core
@@ -386,12 +386,12 @@ class Stages:
     def union_roots(self, win: Window, core):
         """Root (smallest index) of every core pixel's component within the window; -1 elsewhere."""
         xp = self.xp
-        h, w = win.colours.shape[:2]
+        h, w = win.colors.shape[:2]
         index_dtype = xp.int32 if h * w < 2**31 else xp.int64
         parent = xp.arange(h * w, dtype=index_dtype)
         kernel = (self.tiled or self.plain)[1]
         kernel[blocks_2d(h, w), THREADS_2D](
-            win.colours, win.lut, core, win.xs, win.ys, self.fdy, self.fdx, self.eps2, parent
+            win.colors, win.lut, core, win.xs, win.ys, self.fdy, self.fdx, self.eps2, parent
         )
         roots = xp.empty(h * w, dtype=index_dtype)
         flatten_roots[blocks_1d(h * w), THREADS_1D](parent, core.reshape(-1), roots)
@@ -406,5 +406,5 @@ class Stages:
         todo = xp.flatnonzero(outside.reshape(-1))
         if todo.shape[0]:
             self.plain[2][blocks_1d(todo.shape[0]), THREADS_1D](
-                win.colours, win.lut, core, win.xs, win.ys, self.dy, self.dx, self.eps2, todo, labels
+                win.colors, win.lut, core, win.xs, win.ys, self.dy, self.dx, self.eps2, todo, labels
             )

@@ -86,10 +86,10 @@ def _packable_codes(features: Features) -> np.ndarray | None:
     """(N, K) integer colour codes of the samples when the rows are colours alone and pack into 64 bits."""
     if not features.is_image or features.lut is None or features.xy_scale is not None:
         return None
-    colours = features.colours
-    if colours.dtype.itemsize * 8 * colours.shape[2] > 64:
+    colors = features.colors
+    if colors.dtype.itemsize * 8 * colors.shape[2] > 64:
         return None
-    flat = colours.reshape(-1, colours.shape[2])
+    flat = colors.reshape(-1, colors.shape[2])
     return flat[features.mask.ravel()] if features.mask is not None else flat
 
 
