@@ -5,9 +5,11 @@
 (a) GPU labels against the CPU engine and scikit-learn on small and medium images; (b) every GPU stage timed
 (warm-up, then the median of repeats; CUDA events around the whole cluster stage) on 0.25, 2, 12 and 24
 megapixel images, colour only and colour + position, beside the CPU exact engine on every core of the same
-machine; (c) a whole `segment` run on a 24 MP PNG, stage by stage. Writes OUT_DIR/gpu_check.json and prints
-a short table last. ``--simulate`` runs the same script on tiny images under numba's CUDA simulator (set
-NUMBA_ENABLE_CUDASIM=1), to check the script itself on a machine without a GPU.
+machine; (c) a whole `segment` run on a 24 MP PNG, stage by stage; (d) a batch of 64 images of 0.25 MP with
+``dbscan_images`` (one run per stage) against one run per image, images per second on GPU and CPU. Writes
+OUT_DIR/gpu_check.json and prints a short table last. ``--simulate`` runs the same script on tiny images
+under numba's CUDA simulator (set NUMBA_ENABLE_CUDASIM=1), to check the script itself on a machine without
+a GPU.
 """
 
 from __future__ import annotations
@@ -96,10 +98,10 @@ class Check:
     def gpu_run(self, features, opts: dict, band_rows: int | None = None):
         """Run the GPU engine on features on the device, or in host memory with ``band_rows`` (the grid engine
         then uploads them band by band); (labels on host, seconds, stage seconds)."""
-        from gpuseg.engines.cells_gpu import run_cells_device
-        from gpuseg.engines.grid_gpu import run_grid_device
+        from gpuseg.engines.cells import run_cells
+        from gpuseg.engines.grid import run_grid
 
-        run = functools.partial(run_grid_device, band_rows=band_rows) if opts["xy_scale"] else run_cells_device
+        run = functools.partial(run_grid, band_rows=band_rows) if opts["xy_scale"] else run_cells
         job = Job(features, opts["eps"], opts["min_samples"], None, self.device, StageTimer(self.sync))
         if self.simulate:
             start = time.perf_counter()
@@ -186,6 +188,41 @@ class Check:
                 print("timing", row, flush=True)
                 del features
 
+    # ------------------------------------------------------------------------------------ (d) batches
+
+    def batch(self, n_images: int, megapixels: float, repeats: int) -> None:
+        """``dbscan_images`` on a batch of same-sized images (one run per stage) against one run per image,
+        on this device and on the CPU: images per second, labels identical."""
+        from gpuseg.image_batch import dbscan_images
+
+        images = [photo(megapixels, seed=k) for k in range(n_images)]
+        opts = dict(eps=POSITION["eps"], min_samples=POSITION["min_samples"], xy_scale=POSITION["xy_scale"])
+        row = {"images": n_images, "megapixels_each": round(images[0].shape[0] * images[0].shape[1] / 1e6, 3)}
+        for device in ("cpu",) if self.simulate else ("gpu", "cpu"):
+
+            def one_by_one(device=device):
+                return [dbscan_images([image], **opts, device=device)[0] for image in images]
+
+            def batched(device=device):
+                return dbscan_images(images, **opts, device=device)
+
+            results = {}
+            for name, run in (("one_by_one", one_by_one), ("batched", batched)):
+                run()  # warm-up
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    results[name] = run()
+                    self.sync()
+                    times.append(time.perf_counter() - start)
+                row[f"{device}_{name}_s"] = float(np.median(times))
+                row[f"{device}_{name}_images_per_s"] = n_images / float(np.median(times))
+            row[f"{device}_identical"] = all(
+                np.array_equal(a, b) for a, b in zip(results["one_by_one"], results["batched"], strict=True)
+            )
+        self.results["batch"] = row
+        print("batch", row, flush=True)
+
     # ------------------------------------------------------------------------------------ (c) whole segment
 
     def whole_segment(self, megapixels: float) -> None:
@@ -235,6 +272,10 @@ def table(results: dict) -> str:
             f"  {row['mode']:<16} {row['megapixels']:6.2f} {row['gpu_s_median'] * 1e3:9.2f} {row['gpu_gpx_per_s']:7.3f}"
             f" {cpu} {speed} {row.get('identical_to_cpu_engine', '-')}"
         )
+    batch = results.get("batch")
+    if batch:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in batch.items() if k.endswith("images_per_s"))
+        lines.append(f"  batch of {batch['images']} x {batch['megapixels_each']} MP, images/s: {parts}")
     seg = results.get("segment")
     if seg:
         parts = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in seg["timings_s"].items())
@@ -260,12 +301,15 @@ def main() -> int:
         small = small[:24, :20]
         sizes, repeats, cpu_sizes, segment_mp = [0.0004, 0.0008], 2, [0.0004, 0.0008], 0.0006
         medium = small
+        batch_size = (3, 0.0004, 1)
     elif args.quick:
+        batch_size = (16, 0.25, 3)
         sizes, repeats, cpu_sizes, segment_mp = [0.25, 2], 3, [0.25, 2], 2
         medium = photo(1.0)
     else:
         sizes, repeats, cpu_sizes, segment_mp = [0.25, 2, 12, 24], 5, [0.25, 2, 12, 24], 24
         medium = photo(1.0)
+        batch_size = (64, 0.25, 3)
     lab = dict(color="lab", xy_scale=0.02, eps=0.0712, min_samples=8)
     cases = [
         ("small rgb+xy", small, POSITION, True),
@@ -281,6 +325,7 @@ def main() -> int:
         ("correctness", lambda: check.correctness(cases)),
         ("timings", lambda: check.timings(sizes, repeats, cpu_sizes)),
         ("segment", lambda: check.whole_segment(segment_mp)),
+        ("batch", lambda: check.batch(*batch_size)),
     )
     for section, run in sections:
         try:

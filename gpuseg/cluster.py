@@ -138,6 +138,8 @@ def cluster_features(
             job.note = f"{why} ({spec_name} ran on the CPU)"
             job.device = dev = cpu_fallback(job.note)
     spec = ENGINES[spec_name]
+    if features.image_rows and spec_name != "grid":  # only the grid engine keeps stacked images apart
+        raise ValueError(f"a stack of images runs on engine='grid' only, not engine={spec_name!r}")
     reason = spec.why_not_input(job)
     if reason:
         raise ValueError(reason)

@@ -20,9 +20,10 @@ ALPHA_MODES: tuple[str, ...] = ("ignore", "feature", "mask")
 class Features:
     """The samples of one clustering run, kept compact; :meth:`matrix` gives the (N, F) float64 rows.
 
-    An image keeps its colours on the pixel grid: ``colours`` is ``(H, W, K)``, either float64 values or
+    An image keeps its colors on the pixel grid: ``colors`` is ``(H, W, K)``, either float64 values or
     integer codes whose value is ``lut[code]`` (8- and 16-bit images), and ``mask`` says which pixels are
-    samples. Plain feature arrays keep their rows in ``points``.
+    samples. Plain feature arrays keep their rows in ``points``. ``image_rows`` is set when ``colors``
+    stacks several images of that many rows each (see :func:`gpuseg.cluster.dbscan_images`).
     """
 
     names: tuple[str, ...]
@@ -31,6 +32,7 @@ class Features:
     lut: np.ndarray | None = None
     mask: np.ndarray | None = None
     xy_scale: float | None = None
+    image_rows: int | None = None
 
     @property
     def is_image(self) -> bool:
@@ -40,6 +42,13 @@ class Features:
     def shape(self) -> tuple[int, int] | None:
         """(H, W) of the image, or None for plain feature rows."""
         return None if self.colors is None else self.colors.shape[:2]
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """(H, W) of one image: of the image, or of each image of a stack."""
+        if self.colors is None:
+            return None
+        return (self.image_rows or self.colors.shape[0], self.colors.shape[1])
 
     @property
     def n_samples(self) -> int:
@@ -75,6 +84,8 @@ class Features:
         if self.xy_scale is None:
             return rows
         y, x = xp.divmod(pixels, w)
+        if self.image_rows:  # a stack of images: positions restart at each
+            y = y % self.image_rows
         return xp.column_stack([rows, x * self.xy_scale, y * self.xy_scale])
 
 

@@ -176,7 +176,8 @@ class OutOfMemoryError(Exception):
 def test_gpu_out_of_memory_falls_back_under_auto_and_is_an_error_under_gpu(monkeypatch, device):
     from gpuseg import cluster
     from gpuseg.device import Device
-    from gpuseg.engines import gpu_common, grid_gpu
+    from gpuseg.engines import gpu_common, grid
+    from gpuseg.engines.grid import cuda as grid_cuda
 
     class FakeGpu(Device):
         def synchronize(self):
@@ -186,12 +187,16 @@ def test_gpu_out_of_memory_falls_back_under_auto_and_is_an_error_under_gpu(monke
         cluster, "resolve_device", lambda d: Device("cpu", "cpu") if d == "cpu" else FakeGpu("gpu", "fake")
     )
     monkeypatch.setattr(gpu_common, "features_to_device", lambda f: f)
-    monkeypatch.setattr(grid_gpu, "whole_image_fits", lambda job: True)
+    monkeypatch.setattr(grid_cuda, "whole_image_fits", lambda job: True)
+
+    run_grid = grid.run_grid
 
     def out_of_memory(job):
+        if job.device.kind == "cpu":
+            return run_grid(job)
         raise OutOfMemoryError("Out of memory allocating 1,000,000,000 bytes")
 
-    monkeypatch.setattr(grid_gpu, "run_grid_gpu", out_of_memory)
+    monkeypatch.setattr(grid, "run_grid", out_of_memory)
     features = build_features_for_oom()
     if device == "gpu":
         with pytest.raises(DeviceError, match="the GPU ran out of memory .* use device='cpu'"):

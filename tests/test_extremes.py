@@ -9,7 +9,7 @@ from conftest import oracle_dbscan
 
 import gpuseg
 from gpuseg.cluster import cluster_features
-from gpuseg.engines import cell_layout as layout_module
+from gpuseg.engines.cells import layout as layout_module
 from gpuseg.features import points_features
 
 
@@ -116,7 +116,7 @@ def test_weights_that_cancel_on_every_merged_row_are_all_noise():
 def test_the_stencil_of_a_very_wide_image_allows_for_rounded_positions():
     """Positions x * xy_scale round by up to an ulp of x * xy_scale: on an image millions of pixels wide a
     pair two pixels apart, just farther than eps in exact arithmetic, can be within eps by the rule."""
-    from gpuseg.engines.stencil import stencil
+    from gpuseg.engines.grid.stencil import stencil
 
     s, eps, width = 0.3, 0.6 * (1 - 5e-9), 2**28
     x = np.arange(2**27, 2**27 + 200_000, dtype=np.int64)

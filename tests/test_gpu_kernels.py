@@ -25,14 +25,14 @@ else:  # pragma: no cover - real GPU runs
 
 
 def run_on_device(engine, features, eps, min_samples, weights=None, band_rows=None):
-    from gpuseg.engines.cells_gpu import run_cells_device
-    from gpuseg.engines.grid_gpu import run_grid_device
+    from gpuseg.engines.cells import run_cells
+    from gpuseg.engines.grid import run_grid
 
     if xp is not np:  # pragma: no cover
         features = features.map_arrays(xp.asarray)
         weights = None if weights is None else xp.asarray(weights)
     job = Job(features, eps, min_samples, weights, Device("gpu", "simulator" if SIMULATED else "gpu"))
-    labels = run_grid_device(job, xp, band_rows=band_rows) if engine == "grid" else run_cells_device(job, xp)
+    labels = run_grid(job, xp, band_rows=band_rows) if engine == "grid" else run_cells(job, xp)
     return labels if xp is np else labels.get()
 
 
@@ -123,16 +123,16 @@ def test_scatter_min_kernel(rng):
 
 @pytest.mark.parametrize("case", ["rgb", "alpha_mask", "lab"])
 def test_grid_plain_kernels_for_stencils_too_large_for_a_tile(case, monkeypatch):
-    from gpuseg.engines import grid_gpu
+    from gpuseg.engines.grid import cuda as grid_cuda
 
-    monkeypatch.setattr(grid_gpu, "TILE_BYTES", 0)
-    grid_gpu.tiled_kernels.cache_clear()
+    monkeypatch.setattr(grid_cuda, "TILE_BYTES", 0)
+    grid_cuda.kernels.cache_clear()
     try:
         make, options, eps, min_samples = GRID_CASES[case]
-        assert grid_gpu.tiled_kernels(True, 3, 5) is None
+        assert not grid_cuda.tile_fits(3, 5)
         check("grid", build_features(make(), **options), eps, min_samples)
     finally:
-        grid_gpu.tiled_kernels.cache_clear()
+        grid_cuda.kernels.cache_clear()
 
 
 @pytest.mark.parametrize(("case", "band_rows"), [("rgb", 3), ("alpha_mask", 2), ("shapes", 7)])
@@ -174,3 +174,20 @@ def test_merged_weights_are_summed_in_input_order_as_on_the_cpu(rng):
     got = ordered_sums(xp.asarray(inverse), xp.asarray(weights), 50, xp)
     got = got if xp is np else got.get()
     np.testing.assert_array_equal(got, np.bincount(inverse, weights=weights, minlength=50))
+
+
+@pytest.mark.parametrize("band_rows", [None, 7])
+def test_grid_on_a_stack_of_images_keeps_each_image_apart(rng, band_rows):
+    # dbscan_images stacks same-sized images; bands of 7 rows cut images of 10 rows at varying places.
+    from skimage import data
+
+    from gpuseg.image_batch import renumbered, stack_images
+
+    photo = data.astronaut()
+    corners = zip(rng.integers(0, 480, 3), rng.integers(0, 480, 3), strict=True)
+    images = [photo[y : y + 10, x : x + 12] for y, x in corners]
+    stack = stack_images([build_features(image, xy_scale=0.01) for image in images])
+    got = run_on_device("grid", stack, 0.0523, 6, band_rows=band_rows).reshape(3, 10, 12)
+    for k, image in enumerate(images):
+        expected = oracle_dbscan(build_features(image, xy_scale=0.01).matrix(), 0.0523, 6)
+        np.testing.assert_array_equal(renumbered(got[k]).ravel(), expected)

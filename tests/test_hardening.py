@@ -228,13 +228,13 @@ SLOW_CLUSTER = """
 import sys
 import gpuseg.engines.grid as grid
 
-real = grid.run_grid_cpu
+real = grid.run_grid
 
 def announced(job):
     print("clustering", flush=True)
     return real(job)
 
-grid.run_grid_cpu = announced
+grid.run_grid = announced
 from gpuseg.cli import app
 app(sys.argv[1:])
 """
@@ -329,7 +329,7 @@ def test_interrupted_kernels_stop_in_the_library(tmp_path):
 
 
 def test_auto_sends_a_large_stencil_to_the_cell_engine(monkeypatch):
-    from gpuseg.engines import stencil
+    from gpuseg.engines.grid import stencil
 
     image = shapes_image(24, 30, seed=3)[0]
     monkeypatch.setattr(stencil, "LARGE_STENCIL", 50)
@@ -394,7 +394,7 @@ def test_gpu_without_an_engine_for_the_input_is_an_error(monkeypatch):
 def test_rows_that_fit_counts_free_memory_and_halos():
     from types import SimpleNamespace
 
-    from gpuseg.engines.grid_gpu import BYTES_PER_PIXEL, rows_that_fit
+    from gpuseg.engines.grid.cuda import BYTES_PER_PIXEL, rows_that_fit
 
     free, pool = 1_000_000, 250_000
     fake = SimpleNamespace(

@@ -54,14 +54,14 @@ ENGINES: dict[str, EngineSpec] = {
         EngineSpec(
             "grid",
             "pixel-grid stencil, exact; image features with position",
-            {"cpu": "gpuseg.engines.grid:run_grid_cpu", "gpu": "gpuseg.engines.grid_gpu:run_grid_gpu"},
+            {"cpu": "gpuseg.engines.grid:run_grid", "gpu": "gpuseg.engines.grid:run_grid"},
             unsupported="gpuseg.engines.grid:unsupported",
-            fits_on_device="gpuseg.engines.grid_gpu:whole_image_fits",
+            fits_on_device="gpuseg.engines.grid.cuda:whole_image_fits",
         ),
         EngineSpec(
             "cells",
             "merged rows in cells of side eps/sqrt(d), exact; up to 5 features",
-            {"cpu": "gpuseg.engines.cells:run_cells_cpu", "gpu": "gpuseg.engines.cells_gpu:run_cells_gpu"},
+            {"cpu": "gpuseg.engines.cells:run_cells", "gpu": "gpuseg.engines.cells:run_cells"},
             unsupported="gpuseg.engines.cells:unsupported",
         ),
         EngineSpec(

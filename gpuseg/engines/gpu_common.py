@@ -7,16 +7,12 @@ machines without a GPU. ``xp`` is the array module of the arrays: CuPy or NumPy.
 
 from __future__ import annotations
 
-import numpy as np
+from numba import config
 
-# numba-cuda releases that predate NumPy 2.5 register an overload for np.row_stack, which NumPy 2.5 removed,
-# and fail at their first kernel compilation. row_stack was NumPy's alias of vstack: restore the alias.
-if not hasattr(np, "row_stack"):
-    np.row_stack = np.vstack  # noqa: NPY201
+from gpuseg.engines import device_helpers as helpers
+from gpuseg.engines.device_helpers import numba_cuda
 
-from numba import config, cuda  # noqa: E402
-
-from gpuseg.features import Features
+cuda = numba_cuda()
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
 THREADS_1D = 32 if SIMULATED else 256
@@ -32,24 +28,14 @@ def blocks_2d(height: int, width: int) -> tuple[int, int]:
     return max(1, (width + tx - 1) // tx), max(1, (height + ty - 1) // ty)
 
 
-def features_to_device(features: Features) -> Features:
+def features_to_device(features):
     """The same features with their arrays in GPU memory (CuPy)."""
     import cupy
 
     return features.map_arrays(cupy.asarray)
 
 
-@cuda.jit(device=True, inline=True)
-def find(parent, i):
-    """Root of ``i``. Parents only ever point to smaller indices, so the loop ends; the path-halving writes
-    race harmlessly (each only moves a pointer to an ancestor)."""
-    p = parent[i]
-    while p != parent[p]:
-        g = parent[p]
-        parent[i] = g
-        i = p
-        p = g
-    return p
+find = helpers.for_cuda(helpers.find)
 
 
 @cuda.jit(device=True, inline=True)

@@ -9,14 +9,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from gpuseg.engines import device_helpers as helpers
 
-@njit(inline="always", cache=True)
-def find(parent, i):
-    """Root of ``i``, halving the path on the way (a single thread owns ``parent`` while this runs)."""
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
+find = helpers.for_cpu(helpers.find)
 
 
 @njit(inline="always", cache=True)

@@ -2,7 +2,8 @@
 
 Identical rows are merged first (their counts become weights), then points are bucketed in cells of side
 eps/sqrt(d), so that a cell's points are all within eps of each other and each point only looks at the
-cells near its own: count neighbours -> union cores -> number clusters -> attach borders.
+cells near its own: count neighbours -> union cores -> number clusters -> attach borders. One driver
+(:func:`run_cells`) runs the stages on either target: ``cpu.py`` (numba) and ``cuda.py`` (numba-cuda).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpuseg.engines.base import Job
-from gpuseg.engines.cell_layout import MAX_CELL_DIMS, cell_layout, cell_table, neighbour_offsets
+from gpuseg.engines.cells.layout import MAX_CELL_DIMS, cell_layout, cell_table, neighbour_offsets
 from gpuseg.engines.scatter import scatter_min
 
 
@@ -48,39 +49,48 @@ def overflow_fallback(job: Job) -> np.ndarray:
     return run_sklearn_merged(job)
 
 
-def run_cells_cpu(job: Job) -> np.ndarray:
-    from gpuseg.engines import _cells_cpu as k
-    from gpuseg.engines._unionfind import flatten_roots
+def run_cells(job: Job, xp=None):
+    """The cell engine on the job's device; ``xp`` is the device's array module (NumPy under the CUDA
+    simulator)."""
     from gpuseg.engines.merge import merge_rows
 
+    if job.device.kind == "cpu":
+        from gpuseg.engines.cells.cpu import CpuCellStages
+
+        xp = np
+
+        def make_stages(*args):
+            return CpuCellStages(job, *args)
+    else:
+        from gpuseg.engines.cells.cuda import CudaCellStages
+
+        xp = xp or job.device.xp
+
+        def make_stages(*args):
+            return CudaCellStages(job, *args, xp)
+
     with job.sub_stage("merge"):
-        merged = merge_rows(job.features, job.weights)
+        merged = merge_rows(job.features, job.weights, xp)
     with job.sub_stage("cells"):
-        layout = cell_layout(merged.points, job.eps)
+        layout = cell_layout(merged.points, job.eps, xp)
         if layout is None:
             return overflow_fallback(job)
-        points = np.ascontiguousarray(merged.points[layout.order])
+        points = xp.ascontiguousarray(merged.points[layout.order])
         weights = merged.weights[layout.order]
         offsets = neighbour_offsets(job.eps, points.shape[1])
-        ptr, idx = k.neighbour_cells(layout.coords, layout.keys, cell_table(layout), layout.extent, offsets)
-    eps2 = job.eps2
+        stages = make_stages(layout, points, weights, offsets, cell_table(layout, xp))
     with job.sub_stage("count"):
-        core = np.zeros(points.shape[0], dtype=np.bool_)
-        k.count_neighbours(
-            points, weights, layout.start, ptr, idx, eps2, float(job.min_samples), job.stop_at, core, job.stop
-        )
-    n_cells = layout.start.shape[0] - 1
+        core = stages.count()
     with job.sub_stage("union"):
-        parent = np.arange(n_cells, dtype=np.int64)
-        has_core = k.union_cores(points, core, layout.start, layout.coords, ptr, idx, eps2, parent, job.stop)
+        roots = stages.union(core)
     with job.sub_stage("number"):
-        cell_of = np.repeat(np.arange(n_cells), np.diff(layout.start))
-        first_core = np.full(n_cells, np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(first_core, cell_of[core], layout.order[core])
-        cell_label = number_cells(flatten_roots(parent, has_core), first_core)
+        n_cells = layout.start.shape[0] - 1
+        cell_of = xp.repeat(xp.arange(n_cells, dtype=xp.int64), xp.diff(layout.start))
+        first_core = xp.full(n_cells, np.iinfo(np.int64).max, dtype=xp.int64)
+        scatter_min(xp, first_core, cell_of[core], layout.order[core])
+        cell_label = number_cells(roots, first_core, xp)
     with job.sub_stage("borders"):
-        sorted_labels = np.empty(points.shape[0], dtype=np.int64)
-        k.attach_borders(points, core, layout.start, ptr, idx, eps2, cell_label, sorted_labels, job.stop)
-        labels = np.empty_like(sorted_labels)
+        sorted_labels = stages.attach_borders(core, cell_label)
+        labels = xp.empty_like(sorted_labels)
         labels[layout.order] = sorted_labels
     return labels[merged.inverse]

@@ -1,47 +1,18 @@
-"""CPU kernels of the cell engine (numba). Points arrive sorted by cell (see ``cells.cell_layout``)."""
+"""CPU kernels of the cell engine (numba), a cell per iteration, with the helpers of the CUDA kernels. Points
+arrive sorted by cell (see ``layout.py``)."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from gpuseg.engines._unionfind import find, union
+from gpuseg.engines import device_helpers as helpers
+from gpuseg.engines.stopping import stopped
+from gpuseg.engines.unionfind import find, union
 
-
-@njit(inline="always", cache=True)
-def _d2(points, i, j, eps2):
-    d2 = 0.0
-    for k in range(points.shape[1]):
-        t = points[i, k] - points[j, k]
-        d2 += t * t
-        if d2 > eps2:
-            return d2
-    return d2
-
-
-@njit(inline="always", cache=True)
-def _lookup(keys, key):
-    """Index of ``key`` in the ascending ``keys``, or -1."""
-    lo, hi = 0, keys.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if keys[mid] < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo if lo < keys.shape[0] and keys[lo] == key else -1
-
-
-@njit(inline="always", cache=True)
-def _neighbour_cell(coords, keys, table, extent, strides, offsets, c, o):
-    """Index of the occupied cell at offset ``o`` from cell ``c``, or -1 (by table, else binary search)."""
-    key = 0
-    for k in range(coords.shape[1]):
-        v = coords[c, k] + offsets[o, k]
-        if v < 0 or v >= extent[k]:
-            return -1
-        key += v * strides[k]
-    return table[key] if table.shape[0] else _lookup(keys, key)
+points_d2 = helpers.for_cpu(helpers.points_d2)
+neighbour_cell = helpers.for_cpu(helpers.neighbour_cell)
+cells_adjacent = helpers.for_cpu(helpers.cells_adjacent)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -54,7 +25,7 @@ def neighbour_cells(coords, keys, table, extent, offsets):
     counts = np.zeros(n_cells, dtype=np.int64)
     for c in prange(n_cells):
         for o in range(offsets.shape[0]):
-            if _neighbour_cell(coords, keys, table, extent, strides, offsets, c, o) >= 0:
+            if neighbour_cell(coords, keys, table, extent, strides, offsets, c, o) >= 0:
                 counts[c] += 1
     ptr = np.zeros(n_cells + 1, dtype=np.int64)
     ptr[1:] = np.cumsum(counts)
@@ -62,7 +33,7 @@ def neighbour_cells(coords, keys, table, extent, offsets):
     for c in prange(n_cells):
         n = ptr[c]
         for o in range(offsets.shape[0]):
-            b = _neighbour_cell(coords, keys, table, extent, strides, offsets, c, o)
+            b = neighbour_cell(coords, keys, table, extent, strides, offsets, c, o)
             if b >= 0:
                 idx[n] = b
                 n += 1
@@ -74,7 +45,7 @@ def count_neighbours(points, weights, start, ptr, idx, eps2, min_samples, stop_a
     """core[i] = weight of the eps-ball of point i >= min_samples. A cell's own points are all in the ball."""
     n_cells = start.shape[0] - 1
     for c in prange(n_cells):
-        if stop[0]:  # interrupted (see gpuseg.interrupts)
+        if stopped(stop):  # interrupted (see gpuseg.interrupts)
             continue
         own = 0.0
         for i in range(start[c], start[c + 1]):
@@ -87,7 +58,7 @@ def count_neighbours(points, weights, start, ptr, idx, eps2, min_samples, stop_a
                     if b == c:
                         continue
                     for j in range(start[b], start[b + 1]):
-                        if _d2(points, i, j, eps2) <= eps2:
+                        if points_d2(points, i, j, eps2) <= eps2:
                             total += weights[j]
                             if total >= stop_at:
                                 break
@@ -102,19 +73,9 @@ def _cores_touch(points, core, start, a, b, eps2):
     for i in range(start[a], start[a + 1]):
         if core[i]:
             for j in range(start[b], start[b + 1]):
-                if core[j] and _d2(points, i, j, eps2) <= eps2:
+                if core[j] and points_d2(points, i, j, eps2) <= eps2:
                     return True
     return False
-
-
-@njit(inline="always", cache=True)
-def adjacent(coords, a, b):
-    """Do cells a and b touch (every coordinate within 1)? Such cells are joined first: they are the
-    likeliest to hold touching core points, and joining them early lets the others be skipped."""
-    for k in range(coords.shape[1]):
-        if abs(coords[a, k] - coords[b, k]) > 1:
-            return False
-    return True
 
 
 @njit(cache=True, nogil=True)
@@ -130,11 +91,13 @@ def union_cores(points, core, start, coords, ptr, idx, eps2, parent, stop):
                 break
     for near in (True, False):
         for a in range(n_cells):
-            if not has_core[a] or stop[0]:
+            if not has_core[a] or stopped(stop):
                 continue
             for n in range(ptr[a], ptr[a + 1]):
                 b = idx[n]
-                if b <= a or not has_core[b] or adjacent(coords, a, b) != near or find(parent, a) == find(parent, b):
+                if b <= a or not has_core[b] or cells_adjacent(coords, a, b) != near:
+                    continue
+                if find(parent, a) == find(parent, b):
                     continue
                 if _cores_touch(points, core, start, a, b, eps2):
                     union(parent, a, b)
@@ -146,7 +109,7 @@ def attach_borders(points, core, start, ptr, idx, eps2, cell_label, labels, stop
     """A non-core point takes the smallest cluster number among the core points within eps (-1 if none)."""
     n_cells = start.shape[0] - 1
     for c in prange(n_cells):
-        if stop[0]:
+        if stopped(stop):
             continue
         for i in range(start[c], start[c + 1]):
             if core[i]:
@@ -159,7 +122,42 @@ def attach_borders(points, core, start, ptr, idx, eps2, cell_label, labels, stop
                 if lab < 0 or (best >= 0 and lab >= best):
                     continue
                 for j in range(start[b], start[b + 1]):
-                    if core[j] and _d2(points, i, j, eps2) <= eps2:
+                    if core[j] and points_d2(points, i, j, eps2) <= eps2:
                         best = lab
                         break
             labels[i] = best
+
+
+class CpuCellStages:
+    """The cell engine's stages on the CPU, for :func:`gpuseg.engines.cells.run_cells`."""
+
+    def __init__(self, job, layout, points, weights, offsets, table):
+        self.job, self.layout, self.points, self.weights = job, layout, points, weights
+        self.ptr, self.idx = neighbour_cells(layout.coords, layout.keys, table, layout.extent, offsets)
+
+    def count(self):
+        job, layout = self.job, self.layout
+        core = np.zeros(self.points.shape[0], dtype=np.bool_)
+        count_neighbours(
+            self.points, self.weights, layout.start, self.ptr, self.idx, job.eps2, float(job.min_samples),
+            job.stop_at, core, job.stop,
+        )  # fmt: skip
+        return core
+
+    def union(self, core):
+        """Root cell of every cell with core points (-1 for the others)."""
+        from gpuseg.engines.unionfind import flatten_roots
+
+        layout = self.layout
+        parent = np.arange(layout.start.shape[0] - 1, dtype=np.int64)
+        has_core = union_cores(
+            self.points, core, layout.start, layout.coords, self.ptr, self.idx, self.job.eps2, parent, self.job.stop
+        )
+        return flatten_roots(parent, has_core)
+
+    def attach_borders(self, core, cell_label):
+        labels = np.empty(self.points.shape[0], dtype=np.int64)
+        attach_borders(
+            self.points, core, self.layout.start, self.ptr, self.idx, self.job.eps2, cell_label, labels, self.job.stop
+        )
+        return labels
