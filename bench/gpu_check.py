@@ -192,36 +192,13 @@ class Check:
 
     def batch(self, n_images: int, megapixels: float, repeats: int) -> None:
         """``dbscan_images`` on a batch of same-sized images (one run per stage) against one run per image,
-        on this device and on the CPU: images per second, labels identical."""
-        from gpuseg.image_batch import dbscan_images
+        on this device and on the CPU (bench/batch_images.py): images per second, labels identical."""
+        from batch_images import measure
 
         images = [photo(megapixels, seed=k) for k in range(n_images)]
-        opts = dict(eps=POSITION["eps"], min_samples=POSITION["min_samples"], xy_scale=POSITION["xy_scale"])
-        row = {"images": n_images, "megapixels_each": round(images[0].shape[0] * images[0].shape[1] / 1e6, 3)}
-        for device in ("cpu",) if self.simulate else ("gpu", "cpu"):
-
-            def one_by_one(device=device):
-                return [dbscan_images([image], **opts, device=device)[0] for image in images]
-
-            def batched(device=device):
-                return dbscan_images(images, **opts, device=device)
-
-            results = {}
-            for name, run in (("one_by_one", one_by_one), ("batched", batched)):
-                run()  # warm-up
-                times = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    results[name] = run()
-                    self.sync()
-                    times.append(time.perf_counter() - start)
-                row[f"{device}_{name}_s"] = float(np.median(times))
-                row[f"{device}_{name}_images_per_s"] = n_images / float(np.median(times))
-            row[f"{device}_identical"] = all(
-                np.array_equal(a, b) for a, b in zip(results["one_by_one"], results["batched"], strict=True)
-            )
-        self.results["batch"] = row
-        print("batch", row, flush=True)
+        devices = ("cpu",) if self.simulate else ("gpu", "cpu")
+        self.results["batch"] = measure(images, devices, repeats, self.sync)
+        print("batch", self.results["batch"], flush=True)
 
     # ------------------------------------------------------------------------------------ (c) whole segment
 
