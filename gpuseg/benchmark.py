@@ -261,14 +261,16 @@ def _measure(case: Case, engine: str, device: str, repeat: int, labels_path: str
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     features = make_features(case)
     runs = 1 if engine.startswith("sklearn") and features.n_samples > POINTS_FOR_SKLEARN_REPEATS else repeat
-    seconds, labels = [], None
+    seconds, run = [], None
     for _ in range(runs):
         timer = StageTimer()
-        labels = cluster_features(features, timer=timer, **params).labels
+        run = cluster_features(features, timer=timer, **params)
         seconds.append(timer.seconds["cluster"])
+    labels = run.labels
     np.save(labels_path, labels)
     return {
         "seconds": seconds,
+        "engine": run.engine,
         "n_samples": features.n_samples,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "base_rss_mib": base,
@@ -278,9 +280,13 @@ def _measure(case: Case, engine: str, device: str, repeat: int, labels_path: str
 
 def _small(case: Case):
     """A tiny input of the case's kind, to compile and load the kernels before the clock starts."""
-    from gpuseg.features import build_features
+    from gpuseg.features import build_features, points_features
     from gpuseg.synthetic import logo_image
 
+    if case.source.startswith("blobs40k"):  # as many features as the case: the same engine and kernels
+        from sklearn.datasets import make_blobs
+
+        return points_features(make_blobs(750, n_features=int(case.source[-1]), centers=3, random_state=0)[0])
     if case.source.startswith("blobs"):
         return make_features(Case("small", "blobs750", 0.3, 3))
     image = logo_image(24) if case.alpha == "feature" else logo_image(24)[..., :3]
@@ -319,6 +325,8 @@ def run_suite(
                         row.peak_rss_mib = round(result["peak_rss_mib"], 1)
                         row.base_rss_mib = round(result["base_rss_mib"], 1)
                         row.n_clusters = result["n_clusters"]
+                        if result.get("engine", engine) != engine:  # the engine that "auto" picked
+                            row.extra["ran"] = result["engine"]
                         labels[f"{engine}/{dev}"] = path
                 row.reason = reason
                 case_rows.append(row)
@@ -439,7 +447,8 @@ def table(document: dict):
 
     t = Table("case", "engine", "cluster stage", "MP/s", "peak RSS", "same labels")
     for r in document["rows"]:
-        engine = f"{r['engine']} ({r['device']})"
+        ran = r.get("extra", {}).get("ran")
+        engine = f"{r['engine']}{f': {ran}' if ran else ''} ({r['device']})"
         if r["reason"] and r.get("error"):
             t.add_row(r["case"], engine, f"[red]error: {escape(r['reason'])}[/red]", "", "", "")
             continue
