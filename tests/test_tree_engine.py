@@ -158,16 +158,21 @@ def test_memory_guard_names_the_engine_and_the_fix(rng, monkeypatch):
         run_tree(X, 3.0, 4)
 
 
-def test_an_interrupted_query_leaves_the_remaining_lists_empty(rng):
+def test_an_interrupted_build_or_query_leaves_the_rest_empty(rng):
     from gpuseg.engines import _tree_cpu as k
 
     X = rng.normal(size=(100, 6))
-    order, start, end, lower, upper, cols = k.build_tree(X, 8, np.int32)
+    order, start, end, lower, upper, cols = k.build_tree(X, 8, np.int32, np.zeros(1, dtype=np.bool_))
     positions = np.arange(100, dtype=np.int64)
     ptr, idx = k.query(cols, order, start, end, lower, upper, positions, 4.0, False, np.ones(1, dtype=np.bool_))
     assert ptr.tolist() == [0] * 101 and idx.shape == (0,)
     ptr, idx = k.query(cols, order, start, end, lower, upper, positions, 4.0, False, np.zeros(1, dtype=np.bool_))
     assert (np.diff(ptr) >= 1).all() and idx.dtype == np.int32  # every row is its own neighbour
+    stopped = np.ones(1, dtype=np.bool_)
+    order, start, end, lower, upper, cols = k.build_tree(X, 8, np.int32, stopped)
+    assert not start.any() and not end[1:].any()  # nodes below the root left empty: nothing to trip on
+    ptr, idx = k.query(cols, order, start, end, lower, upper, positions, 4.0, False, stopped)
+    assert ptr.tolist() == [0] * 101
 
 
 def test_on_a_gpu_without_cuml_the_tree_engine_runs_on_the_cpu(monkeypatch, rng):
@@ -182,3 +187,64 @@ def test_on_a_gpu_without_cuml_the_tree_engine_runs_on_the_cpu(monkeypatch, rng)
     assert (run.engine, run.device.kind) == ("tree", "cpu")
     assert "7 features" in run.note and "tree ran on the CPU" in run.note
     np.testing.assert_array_equal(run.labels, reference(X, 1.8, 4))
+
+
+def _labels_in_child(X, queue):
+    queue.put(run_tree(X, 1.5, 4).labels)
+
+
+def test_the_thread_pool_is_new_in_a_forked_child(rng, monkeypatch):
+    """The pool is kept between runs; a child forked after a run must not wait on the parent's threads."""
+    import multiprocessing as mp
+
+    monkeypatch.setattr(tree_module, "CHUNK_ROWS", 50)  # several chunks: the pool runs
+    X = rng.normal(size=(400, 6))
+    expected = run_tree(X, 1.5, 4).labels
+    context = mp.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_labels_in_child, args=(X, queue))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(60)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_an_interrupt_stops_the_tree_engine_at_once():
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import os, signal, threading, time
+        import numpy as np
+        import gpuseg
+        from gpuseg.interrupts import compute_threads_alive
+
+        X = np.random.default_rng(0).normal(size=(150_000, 30))  # 30-D: the tree prunes little, minutes of work
+        gpuseg.dbscan(X[:500], eps=2.0, min_samples=5, engine="tree", device="cpu")  # compiled
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+        start = time.monotonic()
+        try:
+            gpuseg.dbscan(X, eps=2.0, min_samples=5, engine="tree", device="cpu")
+            print("finished")
+        except KeyboardInterrupt:
+            raised = time.monotonic() - start
+            while compute_threads_alive():
+                time.sleep(0.01)
+            print("interrupted", round(raised, 2), round(time.monotonic() - start - raised, 2))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    words = proc.stdout.split()
+    assert words[0] == "interrupted", proc.stdout + proc.stderr
+    raised_after, stopped_within = float(words[1]), float(words[2])
+    assert raised_after < 2.5 and stopped_within < 1.0

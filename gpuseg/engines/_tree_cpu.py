@@ -44,12 +44,12 @@ def _select(order, points, dim, lo, hi, k):
 
 
 @njit(cache=True, nogil=True)
-def build_tree(points, leaf_size, index_dtype):
+def build_tree(points, leaf_size, index_dtype, stop):
     """A balanced k-d tree whose leaves hold at most ``leaf_size`` rows of ``points`` (M, D).
 
     Returns ``order`` (tree position -> row, of ``index_dtype``), ``start``/``end`` (the tree positions of each
     node's rows), ``lower``/``upper`` (each node's bounding box, (nodes, D)) and ``cols`` (D, M), the
-    coordinates in tree order by column.
+    coordinates in tree order by column. Once ``stop[0]`` is set, the nodes left are empty.
     """
     m, d = points.shape
     levels = 1
@@ -57,13 +57,15 @@ def build_tree(points, leaf_size, index_dtype):
         levels += 1
     n_nodes = (1 << levels) - 1
     first_leaf = n_nodes >> 1
-    start = np.empty(n_nodes, dtype=np.int64)
-    end = np.empty(n_nodes, dtype=np.int64)
+    start = np.zeros(n_nodes, dtype=np.int64)
+    end = np.zeros(n_nodes, dtype=np.int64)
     lower = np.empty((n_nodes, d))
     upper = np.empty((n_nodes, d))
     order = np.arange(m)
     start[0], end[0] = 0, m
     for node in range(n_nodes):
+        if stop[0]:  # interrupted (see gpuseg.interrupts)
+            break
         s, e = start[node], end[node]
         for k in range(d):
             lower[node, k] = np.inf
