@@ -31,7 +31,7 @@ def suite_table(document: dict) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in document["rows"]:
-        ran = r.get("extra", {}).get("engine_ran")
+        ran = r.get("extra", {}).get("ran")
         engine = f"{r['engine']}{f' ({ran})' if ran else ''} on {r['device']}"
         if r["reason"]:
             lines.append(f"| {r['case']} | {engine} | not run: {r['reason']} | | | |")
@@ -82,7 +82,7 @@ def readme_table(document: dict, gpu_path: Path) -> str:
             return "—"
         if r["reason"]:
             return f"not run: {r['reason']}"
-        ran = r.get("extra", {}).get("engine_ran")
+        ran = r.get("extra", {}).get("ran")
         via = f" ({ran})" if ran else ""
         return f"{seconds(r['median_s'])}{via}, {r['peak_rss_mib'] / 1024:.2f} GiB peak"
 

@@ -261,20 +261,20 @@ def _measure(case: Case, engine: str, device: str, repeat: int, labels_path: str
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     features = make_features(case)
     runs = 1 if engine.startswith("sklearn") and features.n_samples > POINTS_FOR_SKLEARN_REPEATS else repeat
-    seconds, labels, ran = [], None, engine
+    seconds, run = [], None
     for _ in range(runs):
         timer = StageTimer()
         run = cluster_features(features, timer=timer, **params)
-        labels, ran = run.labels, run.engine
         seconds.append(timer.seconds["cluster"])
+    labels = run.labels
     np.save(labels_path, labels)
     return {
         "seconds": seconds,
+        "engine": run.engine,
         "n_samples": features.n_samples,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "base_rss_mib": base,
         "n_clusters": int(labels.max()) + 1 if labels.size else 0,
-        "engine_ran": ran,
     }
 
 
@@ -283,10 +283,10 @@ def _small(case: Case):
     from gpuseg.features import build_features, points_features
     from gpuseg.synthetic import logo_image
 
-    if case.source.startswith("blobs40k"):  # the same number of features: the same engine under auto
+    if case.source.startswith("blobs40k"):  # as many features as the case: the same engine and kernels
         from sklearn.datasets import make_blobs
 
-        return points_features(make_blobs(300, n_features=int(case.source[-1]), random_state=0)[0])
+        return points_features(make_blobs(750, n_features=int(case.source[-1]), centers=3, random_state=0)[0])
     if case.source.startswith("blobs"):
         return make_features(Case("small", "blobs750", 0.3, 3))
     image = logo_image(24) if case.alpha == "feature" else logo_image(24)[..., :3]
@@ -325,8 +325,8 @@ def run_suite(
                         row.peak_rss_mib = round(result["peak_rss_mib"], 1)
                         row.base_rss_mib = round(result["base_rss_mib"], 1)
                         row.n_clusters = result["n_clusters"]
-                        if result.get("engine_ran", engine) != engine:  # what "auto" chose
-                            row.extra["engine_ran"] = result["engine_ran"]
+                        if result.get("engine", engine) != engine:  # the engine that "auto" picked
+                            row.extra["ran"] = result["engine"]
                         labels[f"{engine}/{dev}"] = path
                 row.reason = reason
                 case_rows.append(row)
@@ -447,7 +447,8 @@ def table(document: dict):
 
     t = Table("case", "engine", "cluster stage", "MP/s", "peak RSS", "same labels")
     for r in document["rows"]:
-        engine = f"{r['engine']} ({r['device']})"
+        ran = r.get("extra", {}).get("ran")
+        engine = f"{r['engine']}{f': {ran}' if ran else ''} ({r['device']})"
         if r["reason"] and r.get("error"):
             t.add_row(r["case"], engine, f"[red]error: {escape(r['reason'])}[/red]", "", "", "")
             continue

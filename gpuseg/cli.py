@@ -469,6 +469,10 @@ def bench(
     sizes: Annotated[
         Optional[str], typer.Option("--sizes", help="Photo sizes in megapixels, e.g. 0.25,1,2,12,50.")
     ] = None,
+    case: Annotated[
+        Optional[list[str]],
+        typer.Option("--case", help="Only the cases whose name contains this text, e.g. '40k' (repeat the option)."),
+    ] = None,
     repeat: Annotated[
         Optional[int],
         typer.Option("--repeat", min=1, help="Timed runs per engine, median reported (default 5; 3 with --quick)."),
@@ -520,6 +524,12 @@ def bench(
     console = Console()
     engines = [e.value for e in engine] if engine else None
     cases = suite(size_list, quick=quick)
+    if case:
+        cases = [c for c in cases if any(text.lower() in c.name.lower() for text in case)]
+        if not cases:
+            names = "; ".join(c.name for c in suite(size_list, quick=quick))
+            _err(f"--case {' '.join(map(repr, case))}: no case name contains it; the cases: {names}")
+            raise typer.Exit(2)
 
     def show(row) -> None:
         done = f"{'error' if row.error else 'not run'}: {row.reason}" if row.reason else f"{row.median_s:.3f} s"

@@ -52,8 +52,9 @@ def dbscan(
         Weight of each row (default 1).
     device : {"auto", "cpu", "gpu"}
         "auto" uses a CUDA GPU when CuPy finds one, else the CPU; "gpu" without one is an error.
-    engine : {"auto", "grid", "cells", "sklearn", "sklearn-merged", "cuml"}
-        "auto" picks gpuseg's exact engine for the input (see the README's engine table).
+    engine : {"auto", "grid", "cells", "tree", "sklearn", "sklearn-merged", "cuml"}
+        "auto" picks gpuseg's exact engine for the input (see the README's engine table): grid for pixels
+        with position, cells for up to 5 features, tree above (cuML instead on a GPU where installed).
 
     Returns
     -------
@@ -69,7 +70,7 @@ def dbscan(
     EngineUnavailableError
         The engine's library is not installed, or it does not run on the device asked for.
     MemoryLimitError
-        scikit-learn would need more memory than the machine has.
+        scikit-learn, or the tree engine's neighbour lists, would need more memory than the machine has.
     """
     return cluster_features(
         points_features(X),

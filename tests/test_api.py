@@ -54,7 +54,10 @@ def test_dbscan_matches_sklearn_on_random_duplicates(rng):
         ({"sample_weight": np.ones(3)}, r"sample_weight has shape \(3,\); it needs one weight per sample: \(10,\)"),
         ({"sample_weight": np.full(10, np.nan)}, "sample_weight has NaN"),
         ({"device": "tpu"}, "device='tpu' is not one of auto, cpu, gpu"),
-        ({"engine": "hdbscan"}, "engine='hdbscan' is not one of auto, grid, cells, sklearn, sklearn-merged, cuml"),
+        (
+            {"engine": "hdbscan"},
+            "engine='hdbscan' is not one of auto, grid, cells, tree, sklearn, sklearn-merged, cuml",
+        ),
     ],
 )
 def test_dbscan_bad_parameters(kwargs, message):

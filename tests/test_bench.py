@@ -144,6 +144,22 @@ def test_bench_out_that_is_a_file_is_refused_before_running(tmp_path, monkeypatc
     assert "--out" in result.stderr and "is a file: give a folder" in result.stderr
 
 
+def test_bench_case_option_runs_only_the_cases_named(tmp_path, monkeypatch):
+    seen = []
+
+    def run_suite(cases, **kwargs):
+        seen.extend(c.name for c in cases)
+        return fake_document(Row(BLOBS, "cuml", "gpu", reason="cuML is not installed"))
+
+    monkeypatch.setattr(benchmark, "run_suite", run_suite)
+    result = CliRunner().invoke(app, ["bench", "--case", "40K", "--out", str(tmp_path / "bench")])
+    assert result.exit_code == 0, result.output
+    assert seen == ["blobs 40k points 6-D", "blobs 40k points 8-D"]
+    result = CliRunner().invoke(app, ["bench", "--case", "nothing like it", "--out", str(tmp_path / "bench")])
+    assert result.exit_code == 2
+    assert "--case 'nothing like it': no case name contains it" in result.stderr and "blobs 40k" in result.stderr
+
+
 def test_bench_help_says_what_the_cases_are():
     text = " ".join(CliRunner().invoke(app, ["bench", "--help"]).output.split())
     assert "seed" not in text

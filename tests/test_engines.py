@@ -12,7 +12,7 @@ from gpuseg.cluster import cluster_features
 from gpuseg.features import build_features, pixel_features, points_features
 from gpuseg.synthetic import logo_image, shapes_image
 
-CPU_ENGINES = ["auto", "cells", "sklearn-merged"]
+CPU_ENGINES = ["auto", "cells", "tree", "sklearn-merged"]
 
 
 def reference(X, eps, min_samples, weights=None):
@@ -144,7 +144,7 @@ def test_images(case, engine):
     check_engine(build_features(make(), **options), eps, min_samples, engine)
 
 
-@pytest.mark.parametrize("engine", ["grid", "cells"])
+@pytest.mark.parametrize("engine", ["grid", "cells", "tree"])
 def test_random_images_with_weights_seeded(engine, rng):
     h, w = int(rng.integers(1, 40)), int(rng.integers(1, 40))
     levels = int(rng.integers(2, 12))  # few levels: many equal colours and near-equal distances
@@ -177,11 +177,11 @@ def test_cells_refuses_many_dimensions_and_auto_falls_back(rng):
     with pytest.raises(ValueError, match="up to 5 features"):
         cluster_features(points_features(X), eps=1.0, min_samples=3, engine="cells")
     run = cluster_features(points_features(X), eps=2.0, min_samples=3, engine="auto")
-    assert run.engine == "sklearn-merged"
+    assert run.engine == "tree"
     np.testing.assert_array_equal(run.labels, reference(X, 2.0, 3))
 
 
-@pytest.mark.parametrize("engine", ["auto", "grid", "cells", "sklearn-merged"])
+@pytest.mark.parametrize("engine", ["auto", "grid", "cells", "tree", "sklearn-merged"])
 def test_negative_weights_match_sklearn(engine, rng):
     """scikit-learn accepts negative weights (they can keep neighbours from being core): every engine sums such
     neighbourhoods whole instead of stopping once min_samples is reached."""

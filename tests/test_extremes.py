@@ -43,7 +43,7 @@ def pairs_on_the_edge(rng, base: float, eps: float, n: int = 60, dims: int = 3) 
 
 
 @pytest.mark.parametrize("base", [0.0, 1e3, 1e6, 1e9, 1e12, 1e15])
-@pytest.mark.parametrize("engine", ["auto", "cells", "sklearn-merged"])
+@pytest.mark.parametrize("engine", ["auto", "cells", "tree", "sklearn-merged"])
 def test_pairs_near_eps_at_any_magnitude(rng, base, engine):
     eps = 1.0
     X = pairs_on_the_edge(rng, base, eps)
@@ -75,13 +75,13 @@ def test_merged_scikit_learn_on_few_rows_follows_the_rule(rng):
         d = rng.normal(size=3)
         X = np.array([a, a + d / np.linalg.norm(d)])
         eps = float(np.sqrt(((X[0] - X[1]) ** 2).sum())) * (1 - 1e-7)
-        for engine in ("sklearn-merged", "auto"):
+        for engine in ("sklearn-merged", "tree", "auto"):
             np.testing.assert_array_equal(labels(X, eps, 2, engine).labels, [-1, -1])
 
 
 def test_identical_rows_are_always_neighbours():
     X = np.repeat(np.random.default_rng(3).normal(size=(3, 8)) * 100, 5, axis=0)
-    for engine in ("auto", "sklearn-merged"):
+    for engine in ("auto", "tree", "sklearn-merged"):
         np.testing.assert_array_equal(labels(X, 1e-9, 5, engine).labels, np.repeat([0, 1, 2], 5))
 
 
@@ -108,7 +108,7 @@ def test_fractional_weights_near_min_samples(rng):
 def test_weights_that_cancel_on_every_merged_row_are_all_noise():
     X = np.repeat([[0.0, 0.0], [5.0, 5.0]], 2, axis=0)
     weights = np.array([2.0, -2.0, 1.5, -1.5])
-    for engine in ("auto", "cells", "sklearn-merged"):
+    for engine in ("auto", "cells", "tree", "sklearn-merged"):
         np.testing.assert_array_equal(labels(X, 0.5, 1, engine, weights).labels, [-1] * 4)
     np.testing.assert_array_equal(oracle_dbscan(X, 0.5, 1, weights), [-1] * 4)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gpuseg.engines.base import Job
 
-ENGINE_NAMES: tuple[str, ...] = ("auto", "grid", "cells", "sklearn", "sklearn-merged", "cuml")
+ENGINE_NAMES: tuple[str, ...] = ("auto", "grid", "cells", "tree", "sklearn", "sklearn-merged", "cuml")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,11 @@ ENGINES: dict[str, EngineSpec] = {
             unsupported="gpuseg.engines.cells:unsupported",
         ),
         EngineSpec(
+            "tree",
+            "merged rows, k-d tree neighbour lists in parallel chunks, exact; any number of features",
+            {"cpu": "gpuseg.engines.tree:run_tree_cpu"},
+        ),
+        EngineSpec(
             "sklearn", "scikit-learn on the raw rows (the reference)", {"cpu": "gpuseg.engines.sklearn:run_sklearn"}
         ),
         EngineSpec(
@@ -92,8 +97,8 @@ def get_engine(name: str) -> EngineSpec:
 
 def auto_engine(job: Job, device_kind: str) -> str:
     """The engine ``engine="auto"`` picks: grid for pixels with position (cells instead when the stencil is
-    large and cells can run), cells for up to 5 features, else cuML on a GPU where installed, else
-    scikit-learn on merged rows.
+    large and cells can run), cells for up to 5 features, else cuML on a GPU where installed, else the
+    tree engine (on the CPU).
 
     Raises
     ------
@@ -113,4 +118,4 @@ def auto_engine(job: Job, device_kind: str) -> str:
         raise ValueError(grid_reason)
     if device_kind == "gpu" and ENGINES["cuml"].why_missing() is None:
         return "cuml"
-    return "sklearn-merged"
+    return "tree"

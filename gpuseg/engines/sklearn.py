@@ -66,11 +66,22 @@ def predicted_memory(points: np.ndarray, eps: float, seed: int = 0) -> float:
 
 def check_memory(points: np.ndarray, eps: float, name: str) -> None:
     """Raise :class:`MemoryLimitError` before scikit-learn would be killed for lack of memory."""
-    need = predicted_memory(points, eps)
+    refuse_beyond_memory(
+        predicted_memory(points, eps),
+        f"engine={name!r}: scikit-learn",
+        f"the eps-neighbourhoods of {points.shape[0]:,} samples",
+        "Use engine='auto' (gpuseg's exact engines, same labels), or a smaller eps.",
+    )
+
+
+def refuse_beyond_memory(need: float, who: str, what: str, fix: str) -> None:
+    """Raise :class:`MemoryLimitError` when ``need`` bytes exceed 80% of the available memory.
+
+    The message reads: ``{who} would need about N GiB to store {what}, and M GiB is available. {fix}``.
+    """
     have = available_memory()
     if need > 0.8 * have:
         raise MemoryLimitError(
-            f"engine={name!r}: scikit-learn would need about {need / 2**30:.1f} GiB to store the "
-            f"eps-neighbourhoods of {points.shape[0]:,} samples, and {have / 2**30:.1f} GiB is available. "
-            "Use engine='auto' (gpuseg's exact engines, same labels), or a smaller eps."
+            f"{who} would need about {need / 2**30:.1f} GiB to store {what}, and {have / 2**30:.1f} GiB is "
+            f"available. {fix}"
         )

@@ -19,7 +19,7 @@ def unsupported(job: Job) -> str | None:
     if job.features.n_features > MAX_CELL_DIMS:
         return (
             f"engine='cells' handles up to {MAX_CELL_DIMS} features and the input has "
-            f"{job.features.n_features}; use engine='sklearn-merged' or 'auto'"
+            f"{job.features.n_features}; use engine='tree' or 'auto'"
         )
     return None
 
