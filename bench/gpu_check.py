@@ -6,7 +6,8 @@
 (warm-up, then the median of repeats; CUDA events around the whole cluster stage) on 0.25, 2, 12 and 24
 megapixel images, colour only and colour + position, beside the CPU exact engine on every core of the same
 machine; (c) a whole `segment` run on a 24 MP PNG, stage by stage; (d) a batch of 64 images of 0.25 MP with
-``dbscan_images`` (one run per stage) against one run per image, images per second on GPU and CPU. Writes
+``dbscan_images`` (one run per stage) against one run per image, images per second on GPU and CPU; (e) a
+folder of 16 JPEGs of 24 MP end to end through the streaming pipeline, beside one image at a time. Writes
 OUT_DIR/gpu_check.json and prints a short table last. ``--simulate`` runs the same script on tiny images
 under numba's CUDA simulator (set NUMBA_ENABLE_CUDASIM=1), to check the script itself on a machine without
 a GPU.
@@ -200,6 +201,17 @@ class Check:
         self.results["batch"] = measure(images, devices, repeats, self.sync)
         print("batch", self.results["batch"], flush=True)
 
+    # ------------------------------------------------------------------------------------ (e) folders
+
+    def folder(self, n_images: int, megapixels: float) -> None:
+        """A folder of JPEGs end to end (decode to files written) through the streaming pipeline, beside one
+        image at a time (``gpuseg bench --pipeline``)."""
+        from gpuseg import pipeline_bench
+
+        device = "cpu" if self.simulate else "gpu"
+        self.results["folder"] = pipeline_bench.run(n_images, megapixels, device)
+        print("folder", self.results["folder"], flush=True)
+
     # ------------------------------------------------------------------------------------ (c) whole segment
 
     def whole_segment(self, megapixels: float) -> None:
@@ -249,6 +261,13 @@ def table(results: dict) -> str:
             f"  {row['mode']:<16} {row['megapixels']:6.2f} {row['gpu_s_median'] * 1e3:9.2f} {row['gpu_gpx_per_s']:7.3f}"
             f" {cpu} {speed} {row.get('identical_to_cpu_engine', '-')}"
         )
+    folder = results.get("folder")
+    if folder:
+        lines.append(
+            f"  folder of {folder['images']} JPEGs x {folder['megapixels_each']} MP: pipeline "
+            f"{folder['pipeline_images_per_s']:.2f} images/s, one at a time {folder['one_at_a_time_images_per_s']:.2f}"
+            f" images/s, same labels {folder['identical_labels']}"
+        )
     batch = results.get("batch")
     if batch:
         parts = ", ".join(f"{k} {v:.1f}" for k, v in batch.items() if k.endswith("images_per_s"))
@@ -279,14 +298,17 @@ def main() -> int:
         sizes, repeats, cpu_sizes, segment_mp = [0.0004, 0.0008], 2, [0.0004, 0.0008], 0.0006
         medium = small
         batch_size = (3, 0.0004, 1)
+        folder_size = (3, 0.01)
     elif args.quick:
         batch_size = (16, 0.25, 3)
+        folder_size = (8, 2)
         sizes, repeats, cpu_sizes, segment_mp = [0.25, 2], 3, [0.25, 2], 2
         medium = photo(1.0)
     else:
         sizes, repeats, cpu_sizes, segment_mp = [0.25, 2, 12, 24], 5, [0.25, 2, 12, 24], 24
         medium = photo(1.0)
         batch_size = (64, 0.25, 3)
+        folder_size = (16, 24)
     lab = dict(color="lab", xy_scale=0.02, eps=0.0712, min_samples=8)
     cases = [
         ("small rgb+xy", small, POSITION, True),
@@ -303,6 +325,7 @@ def main() -> int:
         ("timings", lambda: check.timings(sizes, repeats, cpu_sizes)),
         ("segment", lambda: check.whole_segment(segment_mp)),
         ("batch", lambda: check.batch(*batch_size)),
+        ("folder", lambda: check.folder(*folder_size)),
     )
     for section, run in sections:
         try:

@@ -264,6 +264,7 @@ def _measure(case: Case, engine: str, device: str, repeat: int, labels_path: str
     seconds, run = [], None
     for _ in range(runs):
         timer = StageTimer()
+        run = None  # the previous run's labels are not kept while the next one computes: peak RSS is one run's
         run = cluster_features(features, timer=timer, **params)
         seconds.append(timer.seconds["cluster"])
     labels = run.labels

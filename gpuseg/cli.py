@@ -24,7 +24,7 @@ from gpuseg.device import DEVICES
 from gpuseg.engines import ENGINE_NAMES
 from gpuseg.errors import OutputExistsError
 from gpuseg.features import ALPHA_MODES, COLOR_SPACES
-from gpuseg.pipeline import DEFAULT_COLOR, DEFAULT_EPS, DEFAULT_MIN_SAMPLES, DEFAULT_XY_SCALE
+from gpuseg.pipeline import DEFAULT_COLOR, DEFAULT_EPS, DEFAULT_MIN_SAMPLES, DEFAULT_XY_SCALE, PICTURE_FORMATS
 
 app = typer.Typer(
     name="gpuseg",
@@ -211,9 +211,14 @@ DeviceArg = Annotated[DeviceOpt, typer.Option("--device", help="auto: a CUDA GPU
 EngineArg = Annotated[EngineOpt, typer.Option("--engine", help="auto: gpuseg's exact engine for the input.")]
 
 
+PictureFormat = StrEnum("PictureFormat", {name: name for name in PICTURE_FORMATS})
+
+
 @app.command()
 def segment(
-    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF, BMP, WebP, ...).")],
+    images: Annotated[
+        list[str], typer.Argument(help="Image files, folders or glob patterns (PNG, JPEG, TIFF, BMP, WebP, ...).")
+    ],
     eps: EpsOpt = DEFAULT_EPS,
     min_samples: MinSamplesOpt = DEFAULT_MIN_SAMPLES,
     color: ColorArg = Color(DEFAULT_COLOR),
@@ -222,8 +227,24 @@ def segment(
     device: DeviceArg = DeviceOpt.auto,
     engine: EngineArg = EngineOpt.auto,
     out_dir: Annotated[
-        Optional[Path], typer.Option("--out-dir", help="Where outputs go (default: beside each image).")
+        Optional[Path],
+        typer.Option(
+            "--out-dir",
+            help="Where outputs go, mirroring the folders of the inputs; with more than one image, "
+            "manifest.jsonl too (default: beside each image).",
+        ),
     ] = None,
+    recursive: Annotated[bool, _flag("--recursive", "Take the images of subfolders too.")] = False,
+    skip_existing: Annotated[
+        bool, _flag("--skip-existing", "Skip images whose outputs all exist (report included); redo the others.")
+    ] = False,
+    jobs: Annotated[
+        Optional[int],
+        typer.Option("--jobs", min=1, help="Threads decoding and threads writing (default: the cores, at most 8)."),
+    ] = None,
+    picture_format: Annotated[
+        PictureFormat, typer.Option("--picture-format", help="Format of the pictures; label maps stay lossless.")
+    ] = PictureFormat(PICTURE_FORMATS[0]),
     as_json: Annotated[bool, _flag("--json", "Print one JSON document with every report.")] = False,
     overwrite: Annotated[bool, _flag("--overwrite", "Replace existing outputs.")] = False,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse larger images.")] = 2**28,
@@ -239,16 +260,18 @@ def segment(
         str, typer.Option("--save", help="Pictures to write: any of overlay,mean,boundaries,noise (or none).")
     ] = "overlay",
     explain: Annotated[
-        bool, _flag("--explain", "Also write <stem>.explain.png: input, colour only, + position, noise.")
+        bool, _flag("--explain", "Also write <stem>.explain.<format>: input, colour only, + position, noise.")
     ] = False,
     truth: Annotated[
         Optional[Path], typer.Option("--truth", help="Ground-truth label image: adds ARI and VI to the report.")
     ] = None,
 ) -> None:
-    """Segment images: writes <stem>.labels.npy, .labels.png, the pictures asked for and .json per image."""
-    from rich.console import Console
-    from rich.progress import Progress
+    """Segment images: writes <stem>.labels.npy, .labels.png, the pictures asked for and .json per image.
 
+    Images stream through decoding, clustering and writing at once; with --out-dir, manifest.jsonl gets a
+    line per image as it finishes, and a summary ends the run.
+    """
+    from gpuseg.batch import MANIFEST, expand_inputs
     from gpuseg.pictures import PICTURES
 
     pictures = tuple(p for p in save.split(",") if p and p != "none")
@@ -256,12 +279,18 @@ def segment(
     if unknown:
         _err(f"--save {save!r}: {', '.join(unknown)} not among {', '.join(PICTURES)} (or none)")
         raise typer.Exit(2)
-    if truth is not None and len(images) > 1:
+    try:
+        found = expand_inputs(images, out_dir, recursive)
+    except FileNotFoundError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    if not found.items:
+        _err(f"no images in {', '.join(images)} ({found.not_images} other file(s); --recursive for subfolders)")
+        raise typer.Exit(2)
+    if truth is not None and len(found.items) > 1:
         _err("--truth compares one image with its ground truth; give one image")
         raise typer.Exit(2)
-    stems = _output_stems(images, out_dir)
-
-    reports, failures = [], []
+    _check_stems(found.items)
     options = dict(
         eps=eps,
         min_samples=min_samples,
@@ -272,51 +301,125 @@ def segment(
         engine=engine.value,
         max_pixels=max_pixels,
         max_memory=max_memory,
+        **({"truth": truth} if truth is not None else {}),
     )
-
-    def finished() -> str:
-        return f"the outputs of {len(reports)} finished image(s) were kept" if reports else ""
-
-    with (
-        _command_frame(finished),
-        _first_run_notice(),
-        Progress(console=Console(stderr=True), disable=len(images) < 2, transient=True) as progress,
-    ):
-        task = progress.add_task("segmenting", total=len(images))
-        # tables to stdout (so that `> log` keeps them); through the progress display when both are the screen
-        tables = progress.console if sys.stdout.isatty() else Console()
-        for path, stem in zip(images, stems, strict=True):
-            try:
-                report = _segment_one(path, stem, options, truth, overwrite, pictures, explain)
-                reports.append(report)
-                if not as_json:
-                    tables.print(_report_table(report))
-            except Exception as exc:  # one image's failure, whatever it is, is reported and the batch goes on
-                message = _failure_message(exc)
-                failures.append({"source": str(path), "error": message})
-                _err(message)
-            progress.advance(task)
-    if as_json:
-        typer.echo(json.dumps({"reports": reports, "failures": failures}, indent=2))
-    if failures:
+    run = _BatchRun(len(found.items), as_json)
+    with _command_frame(run.finished), _first_run_notice(), run.progress():
+        summary = run.segment_many(
+            found,
+            options=options,
+            pictures=pictures,
+            picture_format=picture_format.value,
+            overwrite=overwrite,
+            skip_existing=skip_existing,
+            jobs=jobs,
+            explain=explain,
+            manifest=out_dir / MANIFEST if out_dir is not None and (found.expanded or len(found.items) > 1) else None,
+        )
+    run.close(summary)
+    if summary.failed:
         raise typer.Exit(1)
 
 
-def _segment_one(path: Path, stem: Path, options: dict, truth, overwrite: bool, pictures, explain: bool) -> dict:
-    from gpuseg.pipeline import check_run_memory, explain_panel, save_outputs
-    from gpuseg.pipeline import segment as run_segment
+class _BatchRun:
+    """The command line's view of :func:`gpuseg.batch.segment_many`: a progress bar (images/s, MP/s, ETA,
+    failures) on stderr, a table per image and a summary on stdout, or one JSON document with --json."""
 
-    check_run_memory(
-        path, color=options["color"], xy_scale=options["xy_scale"], pictures=len(pictures), explain=explain,
-        max_memory=options["max_memory"],
-    )  # fmt: skip
-    result = run_segment(path, truth=truth, **options)
-    panel = explain_panel(result, device=options["device"]) if explain else None
-    save_outputs(result, stem, overwrite=overwrite, pictures=pictures, explain=panel)
-    return result.report
+    def __init__(self, total: int, as_json: bool):
+        self.total, self.as_json = total, as_json
+        self.reports: list[dict] = []
+        self.failures: list[dict] = []
+        self.skipped: list[str] = []
+        self.megapixels = 0.0
+        self._progress = None
+
+    def finished(self) -> str:
+        n = len(self.reports)
+        return f"the outputs of {n} finished image(s) were kept; --skip-existing finishes the rest" if n else ""
+
+    @contextlib.contextmanager
+    def progress(self):
+        import time
+
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._start = time.perf_counter()
+        columns = (
+            TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(), TextColumn("{task.fields[failed]}"),
+        )  # fmt: skip
+        with Progress(*columns, console=Console(stderr=True), disable=self.total < 2, transient=True) as progress:
+            self._progress = progress
+            self._task = progress.add_task("segmenting", total=self.total, rate="", failed="")
+            # tables to stdout (so that `> log` keeps them); through the progress display when both are the screen
+            self._tables = progress.console if sys.stdout.isatty() else None
+            yield
+
+    def segment_many(self, found, **kwargs):
+        from gpuseg.batch import segment_many
+
+        return segment_many(found.items, not_images=found.not_images, on_result=self._on_result, **kwargs)
+
+    def _on_result(self, entry: dict) -> None:
+        import time
+
+        from rich.console import Console
+
+        status = entry["status"]
+        if status == "failed":
+            message = _failure_message(entry["exception"])
+            self.failures.append({"source": entry["source"], "error": message})
+            _err(message)
+        elif status == "skipped":
+            self.skipped.append(entry["source"])
+        else:
+            report = entry["report"]
+            self.reports.append(report)
+            h, w = report["image_shape"][:2]
+            self.megapixels += h * w / 1e6
+            if not self.as_json:
+                (self._tables or Console()).print(_report_table(report))
+        if self._progress is not None:
+            seconds = max(time.perf_counter() - self._start, 1e-9)
+            done = len(self.reports)
+            rate = f"{done / seconds:.2f} images/s, {self.megapixels / seconds:.1f} MP/s" if done else ""
+            failed = f"{len(self.failures)} failed" if self.failures else ""
+            self._progress.update(self._task, advance=1, rate=rate, failed=failed)
+
+    def close(self, summary) -> None:
+        if self.as_json:
+            document = {"reports": self.reports, "failures": self.failures, "summary": summary.as_dict()}
+            typer.echo(json.dumps(document, indent=2))
+        elif summary.images > 1 or summary.skipped:
+            from rich.console import Console
+
+            Console().print(_summary_table(summary.as_dict()))
 
 
-def _failure_message(exc: Exception) -> str:
+def _summary_table(summary: dict):
+    from rich.table import Table
+
+    from gpuseg.report import format_seconds
+
+    table = Table(title="summary", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    counts = f"{summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped (outputs exist)"
+    if summary["not_images"]:
+        counts += f", {summary['not_images']} other file(s) passed over"
+    table.add_row("images", counts)
+    table.add_row(
+        "throughput",
+        f"{summary['megapixels']:.1f} MP in {format_seconds(summary['wall_s'])}: "
+        f"{summary['images_per_s']:.2f} images/s, {summary['megapixels_per_s']:.2f} MP/s",
+    )
+    stages = ", ".join(f"{k} {format_seconds(v)}" for k, v in summary["stage_s"].items() if v > 0)
+    table.add_row("time in stages", stages or "-")
+    return table
+
+
+def _failure_message(exc: BaseException) -> str:
     from gpuseg.errors import GpusegError
 
     if os.environ.get("GPUSEG_DEBUG"):
@@ -326,25 +429,21 @@ def _failure_message(exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {exc} (GPUSEG_DEBUG=1 shows where; please report it)"
 
 
-def _output_stems(images: list[Path], out_dir: Path | None) -> list[Path]:
-    """``<out_dir or the image's folder>/<stem>`` of each image; a usage error (exit 2) when two images
-    would write the same files."""
-    stems = [(out_dir or path.parent) / path.stem for path in images]
+def _check_stems(items) -> None:
+    """A usage error (exit 2) when two inputs would write the same files."""
     first: dict[Path, Path] = {}
-    for path, stem in zip(images, stems, strict=True):
-        key = stem.resolve()
+    for item in items:
+        key = item.stem.resolve()
         if key in first:
-            same = first[key].resolve() == path.resolve()
-            if same:
-                _err(f"{path} is given twice; give each image once")
+            if first[key].resolve() == item.source.resolve():
+                _err(f"{item.source} is given twice; give each image once")
             else:
                 _err(
-                    f"{path} and {first[key]} would both write {stem}.*; rename one, or segment them into "
-                    "separate --out-dir folders"
+                    f"{item.source} and {first[key]} would both write {item.stem}.*; rename one, or segment them "
+                    "into separate --out-dir folders"
                 )
             raise typer.Exit(2)
-        first[key] = path
-    return stems
+        first[key] = item.source
 
 
 def _report_table(report: dict):
@@ -485,6 +584,15 @@ def bench(
             help="Seconds after which one engine's run on a case is stopped, an error (default 1800).",
         ),
     ] = None,
+    pipeline: Annotated[
+        bool,
+        _flag(
+            "--pipeline",
+            "Instead: segment a generated folder of JPEG photos (--images of --sizes MP, default 10 of 1.2) with "
+            "the streaming pipeline, beside one image at a time; writes pipeline.json.",
+        ),
+    ] = False,
+    images: Annotated[int, typer.Option("--images", min=1, help="Images in the --pipeline folder.")] = 10,
     out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, bench.csv and bench.png.")] = Path(
         "gpuseg-bench"
     ),
@@ -522,6 +630,9 @@ def bench(
         _err(f"--out {str(out)!r} is a file: give a folder (it is created if missing)")
         raise typer.Exit(2)
     console = Console()
+    if pipeline:
+        _bench_pipeline(console, images, size_list[0] if sizes else 1.2, device.value, out)
+        return
     engines = [e.value for e in engine] if engine else None
     cases = suite(size_list, quick=quick)
     if case:
@@ -554,6 +665,30 @@ def bench(
         _err(line)
     if failed:
         _err(f"{len(failed)} of {len(document['rows'])} runs failed (results above and in {out})")
+        raise typer.Exit(1)
+
+
+def _bench_pipeline(console, images: int, megapixels: float, device: str, out: Path) -> None:
+    from gpuseg import pipeline_bench
+
+    with _command_frame(), _first_run_notice():
+        result = pipeline_bench.run(images, megapixels, device)
+    r = result
+    console.print(
+        f"{r['images']} JPEGs of {r['megapixels_each']:.2f} MP on {device}: pipeline {r['pipeline_s']:.2f} s "
+        f"({r['pipeline_images_per_s']:.2f} images/s, {r['pipeline_megapixels_per_s']:.2f} MP/s); one at a time "
+        f"{r['one_at_a_time_s']:.2f} s ({r['one_at_a_time_images_per_s']:.2f} images/s); cluster stages "
+        f"{r['sum_of_cluster_stages_s']:.2f} s (pipeline/cluster {r['pipeline_over_cluster_stages']:.2f}x); "
+        f"--skip-existing rerun {r['skip_existing_rerun_s']:.3f} s; same labels: {r['identical_labels']}",
+        markup=False,
+    )
+    try:
+        console.print(f"wrote {pipeline_bench.write(result, out)}")
+    except OSError as exc:
+        _err(f"--out {str(out)!r}: cannot write the results ({exc.strerror or exc}); give a writable folder")
+        raise typer.Exit(1) from None
+    if not result["identical_labels"] or result["failed"]:
+        _err("the pipeline's labels differ from one image at a time, or images failed")
         raise typer.Exit(1)
 
 

@@ -92,6 +92,22 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     ValueError
         ``max_pixels`` is less than 1.
     """
+    data, _, name = read_checked(path, max_pixels)
+    return decode_image(data, name=name, max_pixels=max_pixels)
+
+
+def read_checked(
+    path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[bytearray, ImageHeader, str]:
+    """The bytes of an image file, its header and its name, after the checks of :func:`load_image` that come
+    before decoding: a regular file, no larger than an image of ``max_pixels`` takes, whose header is
+    readable and claims at most ``max_pixels`` pixels.
+
+    Raises
+    ------
+    ImageError
+        As :func:`load_image`.
+    """
     _check_max_pixels(max_pixels)
     with RegularFile(path, ImageError) as file:
         limit = max_file_bytes(max_pixels)
@@ -102,8 +118,7 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             )
         header = _header(file, file.name)
         _check_pixels(header.height, header.width, max_pixels, file.name)
-        data = file.read_all()
-    return decode_image(data, name=file.name, max_pixels=max_pixels)
+        return file.read_all(), header, file.name
 
 
 def decode_image(data: bytes | bytearray, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -476,13 +491,27 @@ def npy_writer(array: np.ndarray) -> Callable[[Any], None]:
 
 def png_writer(image: np.ndarray) -> Callable[[Any], None]:
     """A writer of an RGB(A), grey or uint16 image as PNG."""
+    return picture_writer(image, "png")
+
+
+PICTURE_ENCODING = {
+    "png": (".png", []),
+    "jpg": (".jpg", [1, 90]),  # cv2.IMWRITE_JPEG_QUALITY
+    "webp": (".webp", [64, 90]),  # cv2.IMWRITE_WEBP_QUALITY (lossy)
+}
+"""OpenCV's extension and parameters for each picture format."""
+
+
+def picture_writer(image: np.ndarray, picture_format: str) -> Callable[[Any], None]:
+    """A writer of an RGB picture as PNG (lossless), JPEG or WebP (quality 90)."""
     import cv2
 
+    ext, params = PICTURE_ENCODING[picture_format]
     if image.ndim == 3:
         image = cv2.cvtColor(image, {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}[image.shape[2]])
-    ok, buf = cv2.imencode(".png", image)
+    ok, buf = cv2.imencode(ext, image, params)
     if not ok:
-        raise GpusegError(f"OpenCV could not encode a {image.dtype} image of shape {image.shape} as PNG")
+        raise GpusegError(f"OpenCV could not encode a {image.dtype} image of shape {image.shape} as {picture_format}")
     return lambda f: f.write(buf.tobytes())
 
 

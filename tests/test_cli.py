@@ -19,7 +19,7 @@ from gpuseg.report import REPORT_KEYS
 from gpuseg.synthetic import shapes_image
 
 runner = CliRunner()
-OPTS = ["--eps", "0.0523", "--min-samples", "8", "--color", "rgb", "--xy-scale", "0.01"]
+OPTS = ["--eps", "0.0523", "--min-samples", "8", "--color", "rgb", "--xy-scale", "0.01", "--picture-format", "png"]
 
 
 @pytest.fixture

@@ -107,8 +107,8 @@ def test_cli_pictures_explain_and_truth(tmp_path):
     )
     assert result.exit_code == 0, result.output
     for name in ("overlay", "mean", "boundaries", "noise"):
-        assert cv2.imread(str(out / f"scene.{name}.png")).shape == (60, 80, 3)
-    panel = cv2.imread(str(out / "scene.explain.png"))
+        assert cv2.imread(str(out / f"scene.{name}.jpg")).shape == (60, 80, 3)
+    panel = cv2.imread(str(out / "scene.explain.jpg"))
     assert panel.shape[1] == 2 * 420 and panel.shape[0] > 2 * 60
     report = json.loads((out / "scene.json").read_text())
     assert 0.0 <= report["quality"]["adjusted_rand_index"] <= 1.0

@@ -58,7 +58,7 @@ def test_zero_clusters_write_every_picture(tmp_path, image, options):
     panel = gpuseg.pipeline.explain_panel(result, device="cpu")
     written = save_outputs(result, tmp_path / "x", pictures=ALL_PICTURES, explain=panel)
     assert files_in(tmp_path) == sorted(p.name for p in written)
-    overlay = gpuseg.load_image(tmp_path / "x.overlay.png")
+    overlay = gpuseg.load_image(tmp_path / "x.overlay.jpg")
     assert overlay.shape[:2] == image.shape[:2] and (overlay == 0).all()  # noise is black
 
 
@@ -66,14 +66,16 @@ def test_one_failing_image_does_not_stop_the_batch(tmp_path, monkeypatch):
     first, second = tmp_path / "a.png", tmp_path / "b.png"
     for path in (first, second):
         save_png(path, shapes_image(20, 24, seed=2)[0])
-    real = gpuseg.pipeline.segment
+    import gpuseg.batch
 
-    def broken_for_a(path, **kwargs):
-        if Path(path).name == "a.png":
+    real = gpuseg.batch._cluster
+
+    def broken_for_a(decoded, options):
+        if decoded.item.source.name == "a.png":
             raise RuntimeError("something nobody expected")
-        return real(path, **kwargs)
+        return real(decoded, options)
 
-    monkeypatch.setattr(gpuseg.pipeline, "segment", broken_for_a)
+    monkeypatch.setattr(gpuseg.batch, "_cluster", broken_for_a)
     out = tmp_path / "out"
     result = runner.invoke(app, ["segment", str(first), str(second), "--out-dir", str(out), "--json"])
     assert result.exit_code == 1
@@ -82,7 +84,8 @@ def test_one_failing_image_does_not_stop_the_batch(tmp_path, monkeypatch):
     assert "unexpected RuntimeError: something nobody expected" in document["failures"][0]["error"]
     assert "Traceback" not in result.output
     assert [r["source"] for r in document["reports"]] == [str(second)]
-    assert files_in(out) == sorted(f"b{s}" for s in (".json", ".labels.npy", ".labels.png", ".overlay.png"))
+    names = sorted(f"b{s}" for s in (".json", ".labels.npy", ".labels.png", ".overlay.jpg"))
+    assert files_in(out) == sorted([*names, "manifest.jsonl"])
 
 
 def test_all_noise_image_in_a_batch_is_a_result_not_a_failure(tmp_path):
@@ -469,7 +472,7 @@ def test_explain_with_an_engine_that_cannot_run_its_other_half(scene, tmp_path):
     out = tmp_path / "o"
     result = runner.invoke(app, ["segment", str(scene), "--engine", "grid", "--explain", "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
-    assert (out / "scene.explain.png").exists()
+    assert (out / "scene.explain.jpg").exists()
 
 
 @pytest.mark.parametrize(("value", "accepted"), [("16G", True), ("512M", True), ("8e9", True), ("lots", False)])
@@ -487,7 +490,8 @@ def test_an_interrupt_after_an_image_says_its_outputs_were_kept(tmp_path):
     code, stderr, _ = run_and_signal(slow_writer(from_image=2), args, "writing", signal.SIGINT)
     assert code == 130, stderr
     assert "the outputs of 1 finished image(s) were kept" in stderr
-    assert files_in(out) == sorted(f"a{s}" for s in (".json", ".labels.npy", ".labels.png", ".overlay.png"))
+    names = sorted(f"a{s}" for s in (".json", ".labels.npy", ".labels.png", ".overlay.jpg"))
+    assert files_in(out) == sorted([*names, "manifest.jsonl"])
 
 
 def test_ctrl_c_while_the_command_line_loads_is_a_clean_exit():
