@@ -112,7 +112,10 @@ def _interrupted(code: int, kept: str = "") -> None:
 
     abort_all_outputs()
     _err("interrupted; nothing partial was left" + (f"; {kept}" if kept else ""))
-    if any(t.name.startswith("gpuseg-") and t.is_alive() for t in threading.enumerate()):
+    from gpuseg.interrupts import compute_threads_alive
+
+    others = (t for t in threading.enumerate() if t.name.startswith("gpuseg-") and t.name != "gpuseg-compute")
+    if compute_threads_alive() or any(t.is_alive() for t in others):  # work that would hold the exit up
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -9,6 +9,8 @@ within a fraction of a second.
 
 from __future__ import annotations
 
+import os
+import queue
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,7 +20,12 @@ import numpy as np
 T = TypeVar("T")
 STOP_WAIT = 1.0
 """Seconds an interrupted call waits for its work to stop before it lets the interrupt through anyway."""
-_last: threading.Thread | None = None
+_lock = threading.Lock()
+_worker: tuple[int, threading.Thread, queue.SimpleQueue] | None = None
+"""(process id, thread, its task queue): one long-lived worker, so that parallel kernels always start from the
+same thread (numba's OpenMP layer builds a team of threads for each new calling thread: ~8 ms a run)."""
+_pending = 0
+"""Calls submitted to the worker and not finished (work left running by an interrupt included)."""
 
 
 def stop_flag() -> np.ndarray:
@@ -27,29 +34,16 @@ def stop_flag() -> np.ndarray:
 
 
 def call_interruptibly(fn: Callable[[], T], stop: np.ndarray | None = None) -> T:
-    """``fn()``, run in a daemon thread when called from the main thread, so that ``KeyboardInterrupt`` (or
-    any exception a signal handler raises) is raised here at once. ``stop`` is then set, so kernels that poll
-    it end early, and the interrupt goes on once they have (or after :data:`STOP_WAIT` seconds); a later call
-    waits for work still running, so that compiled kernels never run twice at once. From other threads (a
-    pipeline's or a Dask worker's), ``fn`` runs in place."""
+    """``fn()``, run in gpuseg's compute thread when called from the main thread, so that ``KeyboardInterrupt``
+    (or any exception a signal handler raises) is raised here at once. ``stop`` is then set, so kernels that
+    poll it end early, and the interrupt goes on once they have (or after :data:`STOP_WAIT` seconds); calls run
+    one after the other, so that compiled kernels never run twice at once. From other threads (a pipeline's or
+    a Dask worker's), ``fn`` runs in place."""
     if threading.current_thread() is not threading.main_thread():
         return fn()
     outcome: dict[str, object] = {}
     done = threading.Event()
-
-    def work() -> None:
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    global _last
-    if _last is not None:
-        _last.join()  # work left running by an earlier interrupt: never two at once
-    worker = _last = threading.Thread(target=work, name="gpuseg-compute", daemon=True)
-    worker.start()
+    _submit(fn, outcome, done)
     try:
         done.wait()
     except BaseException:
@@ -62,6 +56,35 @@ def call_interruptibly(fn: Callable[[], T], stop: np.ndarray | None = None) -> T
     return outcome["value"]  # type: ignore[return-value]
 
 
+def _submit(fn: Callable[[], object], outcome: dict, done: threading.Event) -> None:
+    global _worker, _pending
+    with _lock:
+        if _worker is None or _worker[0] != os.getpid() or not _worker[1].is_alive():  # first call, or a fork
+            tasks: queue.SimpleQueue = queue.SimpleQueue()
+            thread = threading.Thread(target=_serve, args=(tasks,), name="gpuseg-compute", daemon=True)
+            thread.start()
+            _worker = (os.getpid(), thread, tasks)
+            _pending = 0
+        _pending += 1
+        _worker[2].put((fn, outcome, done))
+
+
+def _serve(tasks: queue.SimpleQueue) -> None:
+    global _pending
+    while True:
+        fn, outcome, done = tasks.get()
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            del fn
+            with _lock:
+                _pending -= 1
+            done.set()
+
+
 def compute_threads_alive() -> bool:
     """Is work started by :func:`call_interruptibly` still running (e.g. after an interrupt)?"""
-    return any(t.name == "gpuseg-compute" and t.is_alive() for t in threading.enumerate())
+    with _lock:
+        return _pending > 0

@@ -15,24 +15,41 @@ neighbour_cell = helpers.for_cpu(helpers.neighbour_cell)
 cells_adjacent = helpers.for_cpu(helpers.cells_adjacent)
 
 
+ONE_PASS_ENTRIES = 2**25
+"""neighbour_cells looks each (cell, offset) up once, into a scratch table of this many int32 entries at most;
+beyond it, twice (once to count, once to fill)."""
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def neighbour_cells(coords, keys, table, extent, offsets):
     """CSR lists (ptr, idx) of the occupied cells near each cell, itself first, in the order of offsets."""
     n_cells, n_dims = coords.shape
+    n_offsets = offsets.shape[0]
     strides = np.ones(n_dims, dtype=np.int64)
     for k in range(n_dims - 2, -1, -1):
         strides[k] = strides[k + 1] * extent[k + 1]
     counts = np.zeros(n_cells, dtype=np.int64)
+    one_pass = n_cells * n_offsets <= ONE_PASS_ENTRIES
+    found = np.empty((n_cells if one_pass else 0, n_offsets), dtype=np.int32)
     for c in prange(n_cells):
-        for o in range(offsets.shape[0]):
-            if neighbour_cell(coords, keys, table, extent, strides, offsets, c, o) >= 0:
-                counts[c] += 1
+        n = 0
+        for o in range(n_offsets):
+            b = neighbour_cell(coords, keys, table, extent, strides, offsets, c, o)
+            if b >= 0:
+                if one_pass:
+                    found[c, n] = b
+                n += 1
+        counts[c] = n
     ptr = np.zeros(n_cells + 1, dtype=np.int64)
     ptr[1:] = np.cumsum(counts)
-    idx = np.empty(ptr[-1], dtype=np.int64)
+    idx = np.empty(ptr[-1], dtype=np.int32)
     for c in prange(n_cells):
         n = ptr[c]
-        for o in range(offsets.shape[0]):
+        if one_pass:
+            for m in range(counts[c]):
+                idx[n + m] = found[c, m]
+            continue
+        for o in range(n_offsets):
             b = neighbour_cell(coords, keys, table, extent, strides, offsets, c, o)
             if b >= 0:
                 idx[n] = b

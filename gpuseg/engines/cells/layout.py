@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from gpuseg.arrays import to_host
 
@@ -65,7 +66,7 @@ def cell_layout(points, eps: float, xp=np) -> CellLayout | None:
     points' magnitude or spread is so large beside eps that float64 cannot place them in cells reliably."""
     n_dims = points.shape[1]
     side = cell_side(eps, n_dims)
-    lo, hi = points.min(axis=0), points.max(axis=0)
+    lo, hi = _bounds(points) if xp is np else (points.min(axis=0), points.max(axis=0))
     spans = [float(v) for v in to_host((hi - lo) / side)]  # in floating point: checked before any cast
     magnitude = [max(abs(float(a)), abs(float(b))) / side for a, b in zip(to_host(lo), to_host(hi), strict=True)]
     if not all(math.isfinite(v) for v in spans + magnitude):
@@ -77,8 +78,12 @@ def cell_layout(points, eps: float, xp=np) -> CellLayout | None:
     coords = xp.floor((points - lo) / side).astype(xp.int64)
     extent_host = [int(v) for v in to_host(coords.max(axis=0) + 1)]
     strides = np.cumprod([1, *extent_host[:0:-1]])[::-1].astype(np.int64)
-    key = (coords * xp.asarray(strides)).sum(axis=1)
-    order = xp.argsort(key)
+    n_keys = math.prod(extent_host)
+    if xp is np and n_keys <= max(4 * points.shape[0], COUNTING_SORT_KEYS):
+        key, order = _counting_sort(coords, strides, n_keys)
+    else:
+        key = (coords * xp.asarray(strides)).sum(axis=1)
+        order = xp.argsort(key)
     key = key[order]
     first = xp.flatnonzero(xp.concatenate([xp.ones(1, dtype=bool), key[1:] != key[:-1]]))
     start = xp.concatenate([first, xp.asarray([key.shape[0]])]).astype(xp.int64)
@@ -89,6 +94,47 @@ def cell_layout(points, eps: float, xp=np) -> CellLayout | None:
         keys=key[first],
         extent=xp.asarray(np.array(extent_host, dtype=np.int64)),
     )
+
+
+COUNTING_SORT_KEYS = 2**20
+"""On the CPU, points are sorted by cell with a counting sort when the grid has at most this many cells, or
+four per point; else by a comparison sort."""
+
+
+@njit(cache=True, nogil=True)
+def _bounds(points):
+    """(smallest, largest) value of each column, in one pass over the rows (NumPy's axis-0 reductions
+    stride through memory)."""
+    lo = points[0].copy()
+    hi = points[0].copy()
+    for i in range(1, points.shape[0]):
+        for k in range(points.shape[1]):
+            v = points[i, k]
+            lo[k] = min(lo[k], v)
+            hi[k] = max(hi[k], v)
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def _counting_sort(coords, strides, n_keys):
+    """(cell key of each point, the points' order by key), in O(points + cells)."""
+    n = coords.shape[0]
+    key = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        k = 0
+        for j in range(coords.shape[1]):
+            k += coords[i, j] * strides[j]
+        key[i] = k
+    start = np.zeros(n_keys + 1, dtype=np.int64)
+    for i in range(n):
+        start[key[i] + 1] += 1
+    for k in range(n_keys):
+        start[k + 1] += start[k]
+    order = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        order[start[key[i]]] = i
+        start[key[i]] += 1
+    return key, order
 
 
 DENSE_TABLE_CELLS = 2**26
