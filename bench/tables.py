@@ -15,6 +15,8 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 ROOT = BENCH.parent
 CPU_SUITE = RESULTS / "bench-cpu-xeon-2core" / "bench.json"
+PIPELINE = RESULTS / "pipeline-cpu-xeon-2core" / "pipeline.json"
+BATCH = RESULTS / "batch-cpu-xeon-2core" / "batch_images.json"
 
 
 def seconds(s: float) -> str:
@@ -122,6 +124,52 @@ def readme_table(document: dict, gpu_path: Path) -> str:
     return "\n".join(lines)
 
 
+def pipeline_table(path: Path) -> str:
+    """The end-to-end folder run (`gpuseg bench --pipeline`)."""
+    document = json.loads(path.read_text())
+    m, r = document["machine"], document["result"]
+    stages = ", ".join(f"{k} {seconds(v)}" for k, v in r["pipeline_stage_s"].items() if v > 0)
+    return "\n".join(
+        [
+            f"`{path.relative_to(BENCH)}`: {m['cpu']}; {r['images']} JPEGs of {r['megapixels_each']:.2f} MP, "
+            f"device {r['device']}, {r['jobs']} decode and {r['jobs']} write threads; {m['date']}.",
+            "",
+            "| run | wall | images/s | MP/s |",
+            "| --- | --- | --- | --- |",
+            f"| one image at a time (load, segment, save) | {seconds(r['one_at_a_time_s'])} "
+            f"| {r['one_at_a_time_images_per_s']:.2f} | |",
+            f"| streaming pipeline | {seconds(r['pipeline_s'])} | {r['pipeline_images_per_s']:.2f} "
+            f"| {r['pipeline_megapixels_per_s']:.2f} |",
+            f"| rerun with `--skip-existing` | {seconds(r['skip_existing_rerun_s'])} | | |",
+            "",
+            f"The pipeline's wall time is {r['pipeline_over_cluster_stages']:.2f}x the sum of its images' cluster "
+            f"stages ({seconds(r['sum_of_cluster_stages_s'])}); time summed over its stages: {stages}. Labels "
+            f"identical both ways: {'yes' if r['identical_labels'] else 'NO'}.",
+        ]
+    )
+
+
+def batch_table(path: Path) -> str:
+    """Batches of small images (`bench/batch_images.py`)."""
+    document = json.loads(path.read_text())
+    m, r = document["machine"], document["result"]
+    lines = [
+        f"`{path.relative_to(BENCH)}`: {m['cpu']}; {r['images']} crops of {r['megapixels_each']:.2f} MP, "
+        f"colour + position, median of {document['repeats']}; {m['date']}.",
+        "",
+        "| device | one call per image | `dbscan_images` (one pass) | same labels |",
+        "| --- | --- | --- | --- |",
+    ]
+    for device in ("gpu", "cpu"):
+        if f"{device}_batched_s" in r:
+            same = "yes" if r[f"{device}_identical"] else "NO"
+            lines.append(
+                f"| {device} | {r[f'{device}_one_by_one_images_per_s']:.1f} images/s "
+                f"| {r[f'{device}_batched_images_per_s']:.1f} images/s | {same} |"
+            )
+    return "\n".join(lines)
+
+
 def replace_between(path: Path, marker: str, text: str) -> None:
     source = path.read_text()
     pattern = re.compile(rf"(<!-- {marker} -->\n)(?:.*?\n)?(<!-- /{marker} -->)", re.S)
@@ -137,10 +185,15 @@ def main() -> None:
     gpu_text = gpu_table(gpu_runs[-1])
     readme = readme_table(suite, gpu_runs[-1])
     print(readme, cpu_text, gpu_text, sep="\n\n")
+    pipeline_text = pipeline_table(PIPELINE)
+    batch_text = batch_table(BATCH)
+    print(pipeline_text, batch_text, sep="\n\n")
     if "--write" in sys.argv:
         replace_between(ROOT / "README.md", "perf-table", readme)
         replace_between(BENCH / "README.md", "cpu-suite", cpu_text)
         replace_between(BENCH / "README.md", "gpu-latest", gpu_text)
+        replace_between(BENCH / "README.md", "pipeline", pipeline_text)
+        replace_between(BENCH / "README.md", "batch", batch_text)
 
 
 if __name__ == "__main__":
