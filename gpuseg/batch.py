@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import secrets
 import threading
 import time
 from collections import deque
@@ -41,8 +42,13 @@ class Inputs:
 
     items: list[Item]
     not_images: int = 0
+    """Files passed over: not images by their suffix, hidden, not regular files, or gpuseg's outputs."""
     expanded: bool = False
     """Did a folder or a pattern give images (the run is then a batch, with a manifest)?"""
+
+
+OUTPUT_NAMES = (".labels", ".overlay", ".mean", ".boundaries", ".noise", ".explain", ".kdist")
+"""gpuseg writes ``<stem><name>.<ext>``: files named so are outputs, never inputs of a folder or a pattern."""
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike[str]], out_dir: Path | None, recursive: bool = False) -> Inputs:
@@ -51,7 +57,9 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]], out_dir: Path | None
     With ``out_dir``, a file found in a folder or by a pattern keeps its path relative to that folder (the
     pattern's folder part) under ``out_dir``, so that images of the same name in different subfolders never
     collide; a file named directly goes to ``out_dir`` itself. Without ``out_dir``, outputs go beside each
-    image. Files found in folders or by patterns whose suffix is not an image's are passed over (counted).
+    image. Folders and patterns pass over (and count) files whose suffix is not an image's, hidden files,
+    what is not a regular file, gpuseg's own outputs and everything under ``out_dir``. A pattern with ``**``
+    descends into subfolders.
 
     Raises
     ------
@@ -59,30 +67,49 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]], out_dir: Path | None
         A pattern that matches no file. (A file that does not exist is an image that fails when read.)
     """
     items: list[Item] = []
-    not_images = 0
+    passed_over = 0
     expanded = False
+    skip_root = out_dir.resolve() if out_dir is not None else None
     for given in inputs:
         text = os.fspath(given)
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file())
+            found = sorted(path.rglob("*") if recursive else path.iterdir())
             root = path
         elif path.exists() or not glob.has_magic(text):  # a file: one that is missing fails as that image
             items.append(Item(path, (out_dir or path.parent) / path.stem))
             continue
         else:
-            found = sorted(Path(p) for p in glob.glob(text, recursive=recursive) if Path(p).is_file())
+            found = sorted(Path(p) for p in glob.glob(text, recursive=recursive or "**" in text))
             if not found:
                 raise FileNotFoundError(f"{text}: the pattern matches no file")
             root = Path(_literal_prefix(text))
         expanded = True
         for file in found:
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                not_images += 1
+            if file.is_dir() and not file.is_symlink():
+                continue
+            if not _is_input(file, skip_root):
+                passed_over += 1
                 continue
             stem = (out_dir / file.relative_to(root)).with_suffix("") if out_dir else file.with_suffix("")
             items.append(Item(file, stem))
-    return Inputs(items, not_images, expanded)
+    return Inputs(items, passed_over, expanded)
+
+
+def _is_input(file: Path, skip_root: Path | None) -> bool:
+    """Is a file found in a folder or by a pattern an image to segment?"""
+    if file.suffix.lower() not in IMAGE_SUFFIXES or file.name.startswith("."):
+        return False
+    if any(file.stem.endswith(name) for name in OUTPUT_NAMES):
+        return False
+    try:
+        if not file.is_file():  # FIFOs, sockets, devices, broken links
+            return False
+        if skip_root is not None and file.resolve().is_relative_to(skip_root):
+            return False
+    except OSError:
+        return False
+    return True
 
 
 def _literal_prefix(pattern: str) -> str:
@@ -140,21 +167,23 @@ class Summary:
 
 class Manifest:
     """``manifest.jsonl``: one JSON line per image, appended and flushed to disk as each image finishes,
-    so that a crash loses nothing already recorded. A run starts a new manifest."""
+    so that a crash loses nothing already recorded. Runs append to it; each line names its run (the time it
+    started), and an image's last line is its state."""
 
     def __init__(self, path: Path | None):
         self.path = path
         self._lock = threading.Lock()
         self._file = None
+        self.run = f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}-{secrets.token_hex(3)}"
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
     def record(self, entry: dict[str, Any]) -> None:
         if self._file is None:
             return
         with self._lock:
-            self._file.write(json.dumps(entry) + "\n")
+            self._file.write(json.dumps({"run": self.run, **entry}) + "\n")
             self._file.flush()
             os.fsync(self._file.fileno())
 
@@ -183,6 +212,7 @@ def segment_many(
     explain: bool = False,
     manifest: Path | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    on_written: Callable[[Item], None] | None = None,
     not_images: int = 0,
 ) -> Summary:
     """Segment ``items`` and write each one's outputs, streaming: decoding (a pool of ``jobs`` threads)
@@ -192,7 +222,8 @@ def segment_many(
 
     ``options`` are :func:`gpuseg.segment`'s (eps, min_samples, color, alpha, xy_scale, device, engine,
     max_pixels, max_memory). ``on_result`` is called in the calling thread with each manifest entry, as
-    images finish (the command line's progress and tables). An image that fails is recorded with its error
+    images finish (the command line's progress and tables); ``on_written`` in a writer thread as soon as an
+    image's outputs and manifest line are written. An image that fails is recorded with its error
     and the run goes on. With ``skip_existing``, an image whose complete output set exists is skipped
     (recorded as such); an incomplete set is redone.
 
@@ -273,7 +304,7 @@ def segment_many(
                 item = decoded.item
                 del decoded
                 write = writers.submit(
-                    _write, item, result, pictures, picture_format, panel, overwrite or skip_existing, log
+                    _write, item, result, pictures, picture_format, panel, overwrite or skip_existing, log, on_written
                 )
                 pending_writes.append((item, write))
                 del result, panel
@@ -335,7 +366,9 @@ def _cluster(decoded: Decoded, options: dict[str, Any]):
     return result
 
 
-def _write(item: Item, result, pictures: tuple[str, ...], picture_format: str, panel, overwrite: bool, log) -> dict:
+def _write(
+    item: Item, result, pictures: tuple[str, ...], picture_format: str, panel, overwrite: bool, log, on_written
+) -> dict:
     """Encode and write an image's outputs, then its manifest line at once (in this writer thread), so that
     an interrupt never leaves a finished image out of the manifest."""
     from gpuseg.pipeline import save_outputs
@@ -349,6 +382,8 @@ def _write(item: Item, result, pictures: tuple[str, ...], picture_format: str, p
         raise
     report = result.report
     log.record(_manifest_line(_entry(item, "done", outputs=report["outputs"], timings=report["timings_s"])))
+    if on_written:
+        on_written(item)
     return report
 
 

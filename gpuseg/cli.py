@@ -282,18 +282,27 @@ def segment(
     if unknown:
         _err(f"--save {save!r}: {', '.join(unknown)} not among {', '.join(PICTURES)} (or none)")
         raise typer.Exit(2)
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        _err(f"--out-dir {str(out_dir)!r} is a file: give a folder (it is created if missing)")
+        raise typer.Exit(2)
     try:
         found = expand_inputs(images, out_dir, recursive)
     except FileNotFoundError as exc:
         _err(str(exc))
         raise typer.Exit(2) from None
     if not found.items:
-        _err(f"no images in {', '.join(images)} ({found.not_images} other file(s); --recursive for subfolders)")
+        hint = "" if recursive else "; --recursive for subfolders"
+        _err(f"no images in {', '.join(images)} ({found.not_images} other file(s) passed over{hint})")
         raise typer.Exit(2)
     if truth is not None and len(found.items) > 1:
         _err("--truth compares one image with its ground truth; give one image")
         raise typer.Exit(2)
     _check_stems(found.items)
+    pictures_format = picture_format.value
+    if not (overwrite or skip_existing):
+        _refuse_existing(found.items, pictures, pictures_format, explain)
+    if out_dir is not None:
+        _check_out_dir(out_dir)
     options = dict(
         eps=eps,
         min_samples=min_samples,
@@ -306,13 +315,13 @@ def segment(
         max_memory=max_memory,
         **({"truth": truth} if truth is not None else {}),
     )
-    run = _BatchRun(len(found.items), as_json)
+    run = _BatchRun(len(found.items), as_json, found.expanded)
     with _command_frame(run.finished), _first_run_notice(), run.progress():
         summary = run.segment_many(
             found,
             options=options,
             pictures=pictures,
-            picture_format=picture_format.value,
+            picture_format=pictures_format,
             overwrite=overwrite,
             skip_existing=skip_existing,
             jobs=jobs,
@@ -328,8 +337,9 @@ class _BatchRun:
     """The command line's view of :func:`gpuseg.batch.segment_many`: a progress bar (images/s, MP/s, ETA,
     failures) on stderr, a table per image and a summary on stdout, or one JSON document with --json."""
 
-    def __init__(self, total: int, as_json: bool):
-        self.total, self.as_json = total, as_json
+    def __init__(self, total: int, as_json: bool, expanded: bool = False):
+        self.total, self.as_json, self.expanded = total, as_json, expanded
+        self.written: list = []  # appended by writer threads as each image's outputs are complete
         self.reports: list[dict] = []
         self.failures: list[dict] = []
         self.skipped: list[str] = []
@@ -337,8 +347,11 @@ class _BatchRun:
         self._progress = None
 
     def finished(self) -> str:
-        n = len(self.reports)
-        return f"the outputs of {n} finished image(s) were kept; --skip-existing finishes the rest" if n else ""
+        n = len(self.written)
+        if not n:
+            return ""
+        rest = "; --skip-existing finishes the rest" if n + len(self.skipped) < self.total else ""
+        return f"the outputs of {n} finished image(s) were kept{rest}"
 
     @contextlib.contextmanager
     def progress(self):
@@ -362,7 +375,13 @@ class _BatchRun:
     def segment_many(self, found, **kwargs):
         from gpuseg.batch import segment_many
 
-        return segment_many(found.items, not_images=found.not_images, on_result=self._on_result, **kwargs)
+        return segment_many(
+            found.items,
+            not_images=found.not_images,
+            on_result=self._on_result,
+            on_written=self.written.append,
+            **kwargs,
+        )
 
     def _on_result(self, entry: dict) -> None:
         import time
@@ -394,7 +413,7 @@ class _BatchRun:
         if self.as_json:
             document = {"reports": self.reports, "failures": self.failures, "summary": summary.as_dict()}
             typer.echo(json.dumps(document, indent=2))
-        elif summary.images > 1 or summary.skipped:
+        elif summary.images > 1 or summary.skipped or self.expanded:
             from rich.console import Console
 
             Console().print(_summary_table(summary.as_dict()))
@@ -422,6 +441,38 @@ def _summary_table(summary: dict):
     return table
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """--out-dir must be a folder, or creatable in a writable one (created only when something is written)."""
+    folder = out_dir.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        _err(f"--out-dir {str(out_dir)!r}: {folder} is a file: give a folder (it is created if missing)")
+        raise typer.Exit(2)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        _err(f"--out-dir {str(out_dir)!r}: {folder} is not writable; give a writable folder")
+        raise typer.Exit(1)
+
+
+def _refuse_existing(items, pictures: tuple[str, ...], picture_format: str, explain: bool) -> None:
+    """Exit 1 before any work when images already have outputs and neither --overwrite nor --skip-existing
+    says what to do with them."""
+    from gpuseg.pipeline import output_paths
+
+    done = [
+        item
+        for item in items
+        if any(p.exists() for p in output_paths(item.stem, pictures, explain, picture_format).values())
+    ]
+    if done:
+        example = next(p for p in output_paths(done[0].stem, pictures, explain, picture_format).values() if p.exists())
+        _err(
+            f"{len(done)} of {len(items)} image(s) already have outputs (e.g. {example}); pass --skip-existing "
+            "to do the others, or --overwrite to replace them"
+        )
+        raise typer.Exit(1)
+
+
 def _failure_message(exc: BaseException) -> str:
     from gpuseg.errors import GpusegError
 
@@ -433,7 +484,15 @@ def _failure_message(exc: BaseException) -> str:
 
 
 def _check_stems(items) -> None:
-    """A usage error (exit 2) when two inputs would write the same files."""
+    """A usage error (exit 2) when an image is given twice (also through overlapping folders or patterns), or
+    two inputs would write the same files."""
+    seen: dict[Path, Path] = {}
+    for item in items:
+        key = item.source.resolve()
+        if key in seen:
+            _err(f"{item.source} is given twice (also as {seen[key]}); give each image, folder or pattern once")
+            raise typer.Exit(2)
+        seen[key] = item.source
     first: dict[Path, Path] = {}
     for item in items:
         key = item.stem.resolve()
@@ -634,6 +693,15 @@ def bench(
         raise typer.Exit(2)
     console = Console()
     if pipeline:
+        if quick or engine or case or repeat or timeout or len(size_list) > 1:
+            _err("--pipeline takes --images, one --sizes value, --device and --out (not --quick, --engine, --case, "
+                 "--repeat, --timeout or several sizes)")  # fmt: skip
+            raise typer.Exit(2)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _err(f"--out {str(out)!r}: cannot create it ({exc.strerror or exc}); give a writable folder")
+            raise typer.Exit(1) from None
         _bench_pipeline(console, images, size_list[0] if sizes else 1.2, device.value, out)
         return
     engines = [e.value for e in engine] if engine else None

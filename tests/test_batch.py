@@ -44,8 +44,11 @@ def make_folder(root: Path) -> dict[str, Path]:
     return files
 
 
-def manifest_lines(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+def manifest_lines(out: Path, run: int = -1) -> list[dict]:
+    """The manifest's lines of one run (runs append, each line names its run): the last by default."""
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    runs = list(dict.fromkeys(line["run"] for line in lines))
+    return [line for line in lines if line["run"] == runs[run]]
 
 
 def every_file(folder: Path) -> list[str]:
@@ -90,6 +93,50 @@ def test_a_pattern_matching_nothing_is_a_usage_error_and_a_missing_file_a_failur
     assert result.exit_code == 2 and "matches no file" in result.output
     result = runner.invoke(app, ["segment", str(tmp_path / "nope.png")], env={"COLUMNS": "200"})
     assert result.exit_code == 1 and "no such file" in result.output
+
+
+def test_outputs_and_the_out_dir_are_never_taken_as_inputs(tmp_path):
+    make_folder(tmp_path)
+    beside = ["segment", str(tmp_path / "photos"), "--recursive", "--json", *FAST]
+    assert runner.invoke(app, beside).exit_code == 0
+    rerun = runner.invoke(app, [*beside, "--skip-existing"])
+    summary = json.loads(rerun.stdout)["summary"]
+    assert (summary["done"], summary["skipped"]) == (0, 4)
+    assert not list((tmp_path / "photos").rglob("*.labels.labels.*"))
+    inside = tmp_path / "photos" / "out"
+    args = ["segment", str(tmp_path / "photos"), "--recursive", "--out-dir", str(inside), "--json", *FAST]
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+    again = json.loads(runner.invoke(app, [*args, "--skip-existing"]).stdout)["summary"]
+    assert (again["done"], again["skipped"]) == (0, 4)
+    assert not (inside / "out").exists()
+
+
+def test_hidden_and_special_files_in_folders_are_passed_over_and_counted(tmp_path):
+    make_folder(tmp_path)
+    save_png(tmp_path / "photos" / ".hidden.png", shapes_image(8, 8)[0])
+    os.mkfifo(tmp_path / "photos" / "pipe.png")
+    found = expand_inputs([tmp_path / "photos"], None)
+    assert [i.source.name for i in found.items] == ["a.png", "b.jpg"]
+    assert found.not_images == 3  # notes.txt, .hidden.png, pipe.png
+
+
+def test_overlapping_inputs_are_refused(tmp_path):
+    make_folder(tmp_path)
+    photos = tmp_path / "photos"
+    result = runner.invoke(
+        app, ["segment", str(photos), str(photos / "sub"), "--recursive", "--out-dir", str(tmp_path / "o")],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.exit_code == 2 and "given twice" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_out_dir_that_is_a_file_is_a_usage_error(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "file").write_text("x")
+    result = runner.invoke(app, ["segment", str(tmp_path / "photos"), "--out-dir", str(tmp_path / "file")],
+                           env={"COLUMNS": "200"})  # fmt: skip
+    assert result.exit_code == 2 and "is a file: give a folder" in result.output
 
 
 def test_a_folder_without_images_is_a_usage_error(tmp_path):
@@ -157,21 +204,25 @@ def test_skip_existing_reruns_nothing_and_redoes_incomplete_sets(tmp_path, monke
     assert (summary["skipped"], summary["done"]) == (3, 1) and len(clustered) == 1
     assert (out / "sub" / "a.json").is_file()
     statuses = sorted(line["status"] for line in manifest_lines(out))
-    assert statuses == ["done", "skipped", "skipped", "skipped"]
+    assert statuses == ["done", "skipped", "skipped", "skipped"]  # this run's lines; the first run's are kept
     again = runner.invoke(app, [*args, "--skip-existing"])
     assert json.loads(again.stdout)["summary"]["skipped"] == 4 and len(clustered) == 1
 
 
-def test_existing_outputs_are_not_replaced_without_overwrite(tmp_path):
+def test_a_rerun_without_overwrite_or_skip_existing_is_refused_before_any_work(tmp_path):
     make_folder(tmp_path)
     out = tmp_path / "out"
     args = ["segment", str(tmp_path / "photos"), "--out-dir", str(out), *FAST]
     assert runner.invoke(app, args).exit_code == 0
-    before = (out / "a.json").read_bytes()
+    before = {name: (out / name).read_bytes() for name in ("a.json", "manifest.jsonl")}
     again = runner.invoke(app, args, env={"COLUMNS": "200"})
-    assert again.exit_code == 1 and "--overwrite" in again.output
-    assert (out / "a.json").read_bytes() == before
-    assert all(line["status"] == "failed" for line in manifest_lines(out))
+    assert again.exit_code == 1
+    assert "2 of 2 image(s) already have outputs" in again.output and "--skip-existing" in again.output
+    assert {name: (out / name).read_bytes() for name in before} == before  # the manifest too
+    replaced = runner.invoke(app, [*args, "--overwrite"])
+    assert replaced.exit_code == 0
+    assert [line["status"] for line in manifest_lines(out)] == ["done", "done"]
+    assert len(manifest_lines(out, run=0)) == 2  # the first run's lines are kept
 
 
 @pytest.mark.parametrize(("fmt", "magic"), [("jpg", b"\xff\xd8"), ("png", b"\x89PNG"), ("webp", b"RIFF")])
@@ -236,13 +287,14 @@ def test_an_interrupted_folder_leaves_complete_sets_a_consistent_manifest_and_re
     assert proc.stdout.readline().strip() == "third"
     time.sleep(0.3)  # the first two images' writers finish
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == (130 if sig == signal.SIGINT else 143)
     names = every_file(out)
     assert not [n for n in names if n.startswith(".")], names  # no hidden temporary file left
     lines = manifest_lines(out)
     done = [Path(line["source"]).stem for line in lines]
     assert all(line["status"] == "done" for line in lines) and len(done) >= 1
+    assert f"the outputs of {len(done)} finished image(s) were kept; --skip-existing finishes the rest" in stderr
     for stem in (f"im{k}" for k in range(5)):  # an image's outputs are all there or none is
         present = [n for n in names if n.startswith(stem + ".")]
         assert len(present) == (4 if stem in done else len(present)) and len(present) in (0, 4), present
@@ -252,4 +304,5 @@ def test_an_interrupted_folder_leaves_complete_sets_a_consistent_manifest_and_re
     summary = json.loads(rerun.stdout)["summary"]
     assert summary["done"] + summary["skipped"] == 5 and summary["done"] >= 1
     assert len(every_file(out)) == 5 * 4 + 1
-    assert os.path.exists(out / "manifest.jsonl")
+    statuses = [line["status"] for line in manifest_lines(out)]
+    assert statuses.count("skipped") == len(done) and statuses.count("done") == 5 - len(done)
