@@ -265,6 +265,8 @@ def segment_many(
                     image = gpu_decode.load_image_on_gpu(item.source, max_pixels=options["max_pixels"])
                 else:
                     image = load_image(item.source, max_pixels=options["max_pixels"])
+                    if on_gpu:
+                        image = gpu_decode.upload(image)
                 return Decoded(item, image, time.perf_counter() - began)
             except Exception as exc:  # reported when its turn comes, in order
                 return Decoded(item, error=exc, seconds=time.perf_counter() - began)

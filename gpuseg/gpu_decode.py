@@ -1,5 +1,6 @@
-"""Decoding straight into GPU memory with NVIDIA nvImageCodec, where it is installed (``pip install
-'gpuseg[gpu-decode]'``): the image never visits host memory before its features are built on the device."""
+"""Images onto the GPU ahead of clustering: decoded straight into GPU memory with NVIDIA nvImageCodec where it
+is installed (``pip install 'gpuseg[gpu-decode]'``), else decoded on the CPU and copied through pinned host
+memory on a stream of the decoding thread, while the previous image is being clustered."""
 
 from __future__ import annotations
 
@@ -61,3 +62,30 @@ def _decoder():
 
         decoder = _local.decoder = nvimgcodec.Decoder()
     return decoder
+
+
+DEVICE_BYTES_PER_PIXEL = 64
+"""Device memory a clustering run takes per pixel, about (features, work arrays and labels): an image is
+uploaded ahead only when its run would take at most half the free device memory; larger ones are left in
+host memory for the engine, which clusters them in bands."""
+
+
+def upload(image):
+    """A host image copied to the GPU through pinned memory, on a non-blocking stream of the calling thread
+    (a decoding thread: the copy overlaps the clustering of the image before); the host image itself when its
+    run would not fit comfortably in free device memory."""
+    import cupy
+    import cupyx
+
+    free, _ = cupy.cuda.Device().mem_info
+    if image.shape[0] * image.shape[1] * DEVICE_BYTES_PER_PIXEL > free // 2:
+        return image
+    stream = getattr(_local, "stream", None)
+    if stream is None:
+        stream = _local.stream = cupy.cuda.Stream(non_blocking=True)
+    pinned = cupyx.empty_pinned(image.shape, image.dtype)
+    pinned[...] = image
+    with stream:
+        device = cupy.asarray(pinned)
+    stream.synchronize()
+    return device

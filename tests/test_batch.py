@@ -306,3 +306,36 @@ def test_an_interrupted_folder_leaves_complete_sets_a_consistent_manifest_and_re
     assert len(every_file(out)) == 5 * 4 + 1
     statuses = [line["status"] for line in manifest_lines(out)]
     assert statuses.count("skipped") == len(done) and statuses.count("done") == 5 - len(done)
+
+
+def test_on_a_gpu_images_go_to_the_device_in_the_decoding_threads(tmp_path, monkeypatch):
+    # Without a GPU here, the device side is replaced by recorders: the pipeline must decode JPEGs with the
+    # GPU decoder where it can, and upload the others, in its decoding threads, before clustering.
+    import threading
+
+    from gpuseg import batch, gpu_decode
+    from gpuseg.io import load_image
+
+    files = make_folder(tmp_path)
+    calls = []
+
+    def on_gpu_decoder(path, max_pixels):
+        calls.append(("gpu-decode", Path(path).name, threading.current_thread().name))
+        return load_image(path, max_pixels=max_pixels)
+
+    def uploaded(image):
+        calls.append(("upload", image.shape, threading.current_thread().name))
+        return image
+
+    monkeypatch.setattr(batch, "_runs_on_gpu", lambda device: True)
+    monkeypatch.setattr(gpu_decode, "decodes", lambda path: Path(path).suffix == ".jpg")
+    monkeypatch.setattr(gpu_decode, "load_image_on_gpu", on_gpu_decoder)
+    monkeypatch.setattr(gpu_decode, "upload", uploaded)
+    items = expand_inputs([tmp_path / "photos"], tmp_path / "out").items
+    options = dict(eps=0.055, min_samples=5, color="rgb", alpha="ignore", xy_scale=0.01, device="cpu",
+                   engine="auto", max_pixels=2**28, max_memory=None)  # fmt: skip
+    summary = batch.segment_many(items, options=options)
+    assert summary.done == 2
+    assert sorted(c[0] for c in calls) == ["gpu-decode", "upload"]
+    assert ("gpu-decode", files["b"].name) == calls[[c[0] for c in calls].index("gpu-decode")][:2]
+    assert all(c[2].startswith("gpuseg-decode") for c in calls)
