@@ -693,7 +693,7 @@ def bench(
         raise typer.Exit(2)
     console = Console()
     if pipeline:
-        if quick or engine or case or repeat or timeout or len(size_list) > 1:
+        if quick or engine or case or repeat or timeout or (sizes and len(size_list) > 1):
             _err("--pipeline takes --images, one --sizes value, --device and --out (not --quick, --engine, --case, "
                  "--repeat, --timeout or several sizes)")  # fmt: skip
             raise typer.Exit(2)

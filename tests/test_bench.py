@@ -188,3 +188,23 @@ def test_photo_is_matplotlibs_grace_hopper_of_the_size_in_the_names():
     image = benchmark.photo_image()
     assert image.shape == (600, 512, 3) and image.dtype == np.uint8
     assert image.shape[0] * image.shape[1] / 1e6 == PHOTO_MEGAPIXELS
+
+
+runner = CliRunner()
+
+
+def test_pipeline_bench_runs_a_generated_folder_both_ways(tmp_path):
+    out = tmp_path / "pipe"
+    result = runner.invoke(
+        app, ["bench", "--pipeline", "--device", "cpu", "--images", "3", "--sizes", "0.02", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    r = json.loads((out / "pipeline.json").read_text())["result"]
+    assert r["images"] == 3 and r["failed"] == 0 and r["identical_labels"] is True
+    assert r["pipeline_s"] > 0 and r["one_at_a_time_s"] > 0 and r["skip_existing_rerun_s"] < r["pipeline_s"]
+
+
+@pytest.mark.parametrize("extra", [["--quick"], ["--case", "40k"], ["--sizes", "0.1,0.2"], ["--repeat", "2"]])
+def test_pipeline_bench_refuses_the_suite_options(tmp_path, extra):
+    result = runner.invoke(app, ["bench", "--pipeline", "--out", str(tmp_path / "o"), *extra], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "--pipeline takes" in result.output
