@@ -33,7 +33,14 @@ def numba_cuda():
 
 
 def for_cuda(fn):
-    """``fn`` compiled as a CUDA device function (inlined)."""
+    """``fn`` compiled as a CUDA device function (inlined). Under numba's CUDA simulator, ``fn`` itself: the
+    simulator would wrap each call of a function of this module in a swap of its globals under a lock that
+    every simulated thread takes (minutes for the test suite); these helpers use nothing of ``cuda``. The real
+    compilation is checked by tests/cuda_ptx.py."""
+    from numba import config
+
+    if config.ENABLE_CUDASIM:
+        return fn
     return numba_cuda().jit(device=True, inline=True)(fn)
 
 
@@ -180,3 +187,73 @@ def find(parent, i):
         i = p
         p = g
     return p
+
+
+def ball_weight_with(target):
+    """``ball_weight(points, weights, start, ptr, idx, c, i, total, eps2, stop_at)``, compiled with ``target``:
+    ``total`` (the weight of point i's own cell c, all within eps) plus the weights of the points within eps
+    in the neighbouring cells ``idx[ptr[c]:ptr[c + 1]]``, stopping once it reaches ``stop_at``."""
+    d2 = target(points_d2)
+
+    def ball_weight(points, weights, start, ptr, idx, c, i, total, eps2, stop_at):
+        if total >= stop_at:
+            return total
+        for n in range(ptr[c], ptr[c + 1]):
+            b = idx[n]
+            if b == c:
+                continue
+            for j in range(start[b], start[b + 1]):
+                if d2(points, i, j, eps2) <= eps2:
+                    total += weights[j]
+                    if total >= stop_at:
+                        return total
+        return total
+
+    return target(ball_weight)
+
+
+def cell_border_label_with(target):
+    """``border_label(points, core, start, ptr, idx, cell_label, c, i, eps2)``, compiled with ``target``: the
+    smallest cluster number among the core points within eps of the non-core point i of cell c (-1 if none);
+    a cell's own core points are all within eps."""
+    d2 = target(points_d2)
+
+    def border_label(points, core, start, ptr, idx, cell_label, c, i, eps2):
+        best = cell_label[c]
+        for n in range(ptr[c], ptr[c + 1]):
+            b = idx[n]
+            lab = cell_label[b]
+            if lab < 0 or (best >= 0 and lab >= best):
+                continue
+            for j in range(start[b], start[b + 1]):
+                if core[j] and d2(points, i, j, eps2) <= eps2:
+                    best = lab
+                    break
+        return best
+
+    return target(border_label)
+
+
+def pixel_border_label_with(pixel_d2, target):
+    """``border_label(colors, lut, core, xs, ys, labels, y, x, top, bottom, dy, dx, eps2)``, compiled with
+    ``target``: the smallest cluster number among the core pixels within eps of pixel (y, x), looking in rows
+    [top, bottom) (its image), -1 if none."""
+
+    def border_label(colors, lut, core, xs, ys, labels, y, x, top, bottom, dy, dx, eps2):
+        w = colors.shape[1]
+        best = -1
+        for o in range(dy.shape[0]):
+            yy = y + dy[o]
+            xx = x + dx[o]
+            if yy < top or yy >= bottom or xx < 0 or xx >= w or not core[yy, xx]:
+                continue
+            lab = labels[yy * w + xx]
+            if best >= 0 and lab >= best:
+                continue
+            if pixel_d2(colors, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
+                best = lab
+                if best == 0:
+                    break
+        return best
+
+    return target(border_label)

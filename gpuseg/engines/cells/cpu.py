@@ -13,6 +13,8 @@ from gpuseg.engines.unionfind import find, union
 points_d2 = helpers.for_cpu(helpers.points_d2)
 neighbour_cell = helpers.for_cpu(helpers.neighbour_cell)
 cells_adjacent = helpers.for_cpu(helpers.cells_adjacent)
+ball_weight = helpers.ball_weight_with(helpers.for_cpu)
+border_label = helpers.cell_border_label_with(helpers.for_cpu)
 
 
 ONE_PASS_ENTRIES = 2**25
@@ -68,20 +70,7 @@ def count_neighbours(points, weights, start, ptr, idx, eps2, min_samples, stop_a
         for i in range(start[c], start[c + 1]):
             own += weights[i]
         for i in range(start[c], start[c + 1]):
-            total = own
-            if total < stop_at:
-                for n in range(ptr[c], ptr[c + 1]):
-                    b = idx[n]
-                    if b == c:
-                        continue
-                    for j in range(start[b], start[b + 1]):
-                        if points_d2(points, i, j, eps2) <= eps2:
-                            total += weights[j]
-                            if total >= stop_at:
-                                break
-                    if total >= stop_at:
-                        break
-            core[i] = total >= min_samples
+            core[i] = ball_weight(points, weights, start, ptr, idx, c, i, own, eps2, stop_at) >= min_samples
 
 
 @njit(inline="always", cache=True)
@@ -131,18 +120,8 @@ def attach_borders(points, core, start, ptr, idx, eps2, cell_label, labels, stop
         for i in range(start[c], start[c + 1]):
             if core[i]:
                 labels[i] = cell_label[c]
-                continue
-            best = cell_label[c]  # a cell's own core points are all within eps
-            for n in range(ptr[c], ptr[c + 1]):
-                b = idx[n]
-                lab = cell_label[b]
-                if lab < 0 or (best >= 0 and lab >= best):
-                    continue
-                for j in range(start[b], start[b + 1]):
-                    if core[j] and points_d2(points, i, j, eps2) <= eps2:
-                        best = lab
-                        break
-            labels[i] = best
+            else:
+                labels[i] = border_label(points, core, start, ptr, idx, cell_label, c, i, eps2)
 
 
 class CpuCellStages:

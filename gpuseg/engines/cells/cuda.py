@@ -9,6 +9,8 @@ from gpuseg.engines.gpu_common import cuda, find, union
 points_d2 = helpers.for_cuda(helpers.points_d2)
 neighbour_cell = helpers.for_cuda(helpers.neighbour_cell)
 cells_adjacent = helpers.for_cuda(helpers.cells_adjacent)
+ball_weight = helpers.ball_weight_with(helpers.for_cuda)
+border_label = helpers.cell_border_label_with(helpers.for_cuda)
 
 
 @cuda.jit
@@ -39,21 +41,8 @@ def count_neighbours(points, weights, start, cell_of, ptr, idx, cell_weight, eps
     i = cuda.grid(1)
     if i >= points.shape[0]:
         return
-    c = cell_of[i]
-    total = cell_weight[c]  # a cell's own points are all within eps
-    if total < stop_at:
-        for n in range(ptr[c], ptr[c + 1]):
-            b = idx[n]
-            if b == c:
-                continue
-            for j in range(start[b], start[b + 1]):
-                if points_d2(points, i, j, eps2) <= eps2:
-                    total += weights[j]
-                    if total >= stop_at:
-                        break
-            if total >= stop_at:
-                break
-    core[i] = total >= min_samples
+    c = cell_of[i]  # a cell's own points are all within eps
+    core[i] = ball_weight(points, weights, start, ptr, idx, c, i, cell_weight[c], eps2, stop_at) >= min_samples
 
 
 @cuda.jit
@@ -85,18 +74,8 @@ def attach_borders(points, core, start, cell_of, ptr, idx, cell_label, eps2, lab
     c = cell_of[i]
     if core[i]:
         labels[i] = cell_label[c]
-        return
-    best = cell_label[c]
-    for n in range(ptr[c], ptr[c + 1]):
-        b = idx[n]
-        lab = cell_label[b]
-        if lab < 0 or (best >= 0 and lab >= best):
-            continue
-        for j in range(start[b], start[b + 1]):
-            if core[j] and points_d2(points, i, j, eps2) <= eps2:
-                best = lab
-                break
-    labels[i] = best
+    else:
+        labels[i] = border_label(points, core, start, ptr, idx, cell_label, c, i, eps2)
 
 
 class CudaCellStages:

@@ -20,6 +20,7 @@ from gpuseg.engines.stopping import stopped
 from gpuseg.engines.unionfind import find, number_components
 
 pixel_d2 = helpers.pixel_d2_with(helpers.color_sqdiff, helpers.for_cpu)
+border_label = helpers.pixel_border_label_with(pixel_d2, helpers.for_cpu)
 tile_rows_of = helpers.for_cpu(helpers.tile_rows_of)
 
 
@@ -183,22 +184,8 @@ def attach_borders(colors, lut, mask, core, xs, ys, tile_rows, dy, dx, eps2, lab
             continue
         top, bottom = tile_rows_of(y, 0, tile_rows, h)
         for x in range(w):
-            if not mask[y, x] or core[y, x]:
-                continue
-            best = -1
-            for o in range(dy.shape[0]):
-                yy = y + dy[o]
-                xx = x + dx[o]
-                if yy < top or yy >= bottom or xx < 0 or xx >= w or not core[yy, xx]:
-                    continue
-                lab = labels[yy * w + xx]
-                if best >= 0 and lab >= best:
-                    continue
-                if pixel_d2(colors, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
-                    best = lab
-                    if best == 0:
-                        break
-            labels[y * w + x] = best
+            if mask[y, x] and not core[y, x]:
+                labels[y * w + x] = border_label(colors, lut, core, xs, ys, labels, y, x, top, bottom, dy, dx, eps2)
 
 
 def band_starts(height: int, n_bands: int) -> np.ndarray:

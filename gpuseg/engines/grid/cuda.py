@@ -51,6 +51,7 @@ def kernels(integer_codes: bool, channels: int, radius: int, tiled: bool = True)
     ``channels`` colors and a stencil of ``radius``; with a shared-memory tile where it fits and ``tiled``."""
     sqdiff = helpers.for_cuda(helpers.sqdiff_codes if integer_codes else helpers.sqdiff_values)
     pixel_d2 = helpers.pixel_d2_with(sqdiff, helpers.for_cuda)
+    border_label = helpers.pixel_border_label_with(pixel_d2, helpers.for_cuda)
     tile_d2 = helpers.colors_d2_with(helpers.for_cuda(helpers.sqdiff_values), helpers.for_cuda)
     value = helpers.for_cuda(helpers.value_of_code if integer_codes else helpers.value_itself)
     tiled = tiled and tile_fits(channels, radius)
@@ -178,20 +179,7 @@ def kernels(integer_codes: bool, channels: int, radius: int, tiled: bool = True)
         y = p // w
         x = p - y * w
         top, bottom = tile_rows_of(y, row0, tile_rows, h)
-        best = -1
-        for o in range(dy.shape[0]):
-            yy = y + dy[o]
-            xx = x + dx[o]
-            if yy < top or yy >= bottom or xx < 0 or xx >= w or not core[yy, xx]:
-                continue
-            lab = labels[yy * w + xx]
-            if best >= 0 and lab >= best:
-                continue
-            if pixel_d2(colors, lut, xs, ys, y, x, yy, xx, eps2) <= eps2:
-                best = lab
-                if best == 0:
-                    break
-        labels[p] = best
+        labels[p] = border_label(colors, lut, core, xs, ys, labels, y, x, top, bottom, dy, dx, eps2)
 
     return Kernels(count_neighbours, union_within_blocks, union_across_blocks, attach_borders)
 
