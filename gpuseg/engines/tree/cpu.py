@@ -96,6 +96,16 @@ def build_tree(points, leaf_size, index_dtype, stop):
     return order.astype(index_dtype), start, end, lower, upper, cols
 
 
+@njit(inline="always", cache=True)
+def _room(idx, n, more):
+    """``idx`` (its first ``n`` entries kept) with room for ``more`` entries after them, doubled as needed."""
+    if n + more <= idx.shape[0]:
+        return idx
+    grown = np.empty(2 * idx.shape[0] + more, dtype=idx.dtype)
+    grown[:n] = idx[:n]
+    return grown
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def query(cols, order, start, end, lower, upper, positions, eps2, count_only, stop):
     """Rows within eps of the rows at tree ``positions``: CSR lists ``(ptr, idx)`` of rows (``order``'s dtype),
@@ -112,8 +122,7 @@ def query(cols, order, start, end, lower, upper, positions, eps2, count_only, st
         widest = max(widest, end[node] - start[node])
     d2 = np.empty(widest)
     n_rows = positions.shape[0]
-    cap = 0 if count_only else 16 * n_rows + 64
-    idx = np.empty(cap, dtype=order.dtype)
+    idx = np.empty(0 if count_only else 16 * n_rows + 64, dtype=order.dtype)
     ptr = np.zeros(n_rows + 1, dtype=np.int64)
     stack = np.empty(2 * 64, dtype=np.int64)
     x = np.empty(d)
@@ -147,11 +156,7 @@ def query(cols, order, start, end, lower, upper, positions, eps2, count_only, st
                 if count_only:
                     n += size
                     continue
-                if n + size > cap:
-                    cap = 2 * cap + size
-                    grown = np.empty(cap, dtype=order.dtype)
-                    grown[:n] = idx[:n]
-                    idx = grown
+                idx = _room(idx, n, size)
                 idx[n : n + size] = order[s:e]
                 n += size
                 continue
@@ -175,11 +180,7 @@ def query(cols, order, start, end, lower, upper, positions, eps2, count_only, st
                 for i in range(size):
                     n += d2[i] <= eps2
                 continue
-            if n + size > cap:
-                cap = 2 * cap + size
-                grown = np.empty(cap, dtype=order.dtype)
-                grown[:n] = idx[:n]
-                idx = grown
+            idx = _room(idx, n, size)
             for i in range(size):
                 idx[n] = order[s + i]
                 n += d2[i] <= eps2
