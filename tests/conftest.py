@@ -62,3 +62,42 @@ def has_near_ties(X: np.ndarray, eps: float, rel: float = 1e-9) -> bool:
     """Is some pair's distance within rel * eps of eps, where rounding decides?"""
     d = np.sqrt(sqdist_matrix(X))
     return bool((np.abs(d - eps) <= rel * eps).any())
+
+
+INTERRUPTED_CALL = """
+import os, signal, threading, time
+import numpy as np
+import gpuseg
+from gpuseg.interrupts import compute_threads_alive
+
+{setup}
+{warm_up}  # compiled
+threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+start = time.monotonic()
+try:
+    {call}
+    print("finished")
+except KeyboardInterrupt:
+    raised = time.monotonic() - start
+    while compute_threads_alive():
+        time.sleep(0.01)
+    print("interrupted", round(raised, 2), round(time.monotonic() - start - raised, 2))
+"""
+
+
+def interrupt_library_call(setup: str, warm_up: str, call: str) -> tuple[float, float]:
+    """Run ``call`` (after ``setup`` and a compiling ``warm_up``) in a fresh Python, send it SIGINT after a
+    second, and return (seconds until KeyboardInterrupt reached the caller, seconds until its compiled work
+    had stopped after that)."""
+    import signal
+    import subprocess
+    import sys
+
+    script = INTERRUPTED_CALL.format(setup=setup, warm_up=warm_up, call=call)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    words = proc.stdout.split()
+    assert words and words[0] == "interrupted", proc.stdout + proc.stderr
+    return float(words[1]), float(words[2])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import oracle_dbscan, sqdist_matrix
+from conftest import interrupt_library_call, oracle_dbscan, sqdist_matrix
 from typer.testing import CliRunner
 
 import gpuseg
@@ -293,38 +293,12 @@ def test_ctrl_c_while_clustering_stops_at_once(tmp_path):
 
 
 def test_interrupted_kernels_stop_in_the_library(tmp_path):
-    script = textwrap.dedent(
-        """
-        import os, signal, threading, time
-        import numpy as np
-        import gpuseg
-        from gpuseg.interrupts import compute_threads_alive
-
-        image = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
-        options = dict(eps=40, xy_scale=1, min_samples=100_000, engine="grid", device="cpu")  # seconds of work
-        gpuseg.segment(image[:20, :20], **options)  # compiled
-        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
-        start = time.monotonic()
-        try:
-            gpuseg.segment(image, **options)
-            print("finished")
-        except KeyboardInterrupt:
-            raised = time.monotonic() - start
-            while compute_threads_alive():
-                time.sleep(0.01)
-            print("interrupted", round(raised, 2), round(time.monotonic() - start - raised, 2))
-        """
+    raised_after, stopped_within = interrupt_library_call(
+        "image = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)\n"
+        'options = dict(eps=40, xy_scale=1, min_samples=100_000, engine="grid", device="cpu")  # seconds of work',
+        "gpuseg.segment(image[:20, :20], **options)",
+        "gpuseg.segment(image, **options)",
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    words = proc.stdout.split()
-    assert words[0] == "interrupted", proc.stdout + proc.stderr
-    raised_after, stopped_within = float(words[1]), float(words[2])
     assert raised_after < 2.5 and stopped_within < 1.0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import has_near_ties, oracle_dbscan
+from conftest import has_near_ties, interrupt_library_call, oracle_dbscan
 from sklearn.cluster import DBSCAN
 from sklearn.datasets import make_blobs
 
@@ -211,40 +211,10 @@ def test_the_thread_pool_is_new_in_a_forked_child(rng, monkeypatch):
 
 
 def test_an_interrupt_stops_the_tree_engine_at_once():
-    import signal
-    import subprocess
-    import sys
-    import textwrap
 
-    script = textwrap.dedent(
-        """
-        import os, signal, threading, time
-        import numpy as np
-        import gpuseg
-        from gpuseg.interrupts import compute_threads_alive
-
-        X = np.random.default_rng(0).normal(size=(150_000, 30))  # 30-D: the tree prunes little, minutes of work
-        gpuseg.dbscan(X[:500], eps=2.0, min_samples=5, engine="tree", device="cpu")  # compiled
-        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
-        start = time.monotonic()
-        try:
-            gpuseg.dbscan(X, eps=2.0, min_samples=5, engine="tree", device="cpu")
-            print("finished")
-        except KeyboardInterrupt:
-            raised = time.monotonic() - start
-            while compute_threads_alive():
-                time.sleep(0.01)
-            print("interrupted", round(raised, 2), round(time.monotonic() - start - raised, 2))
-        """
+    raised_after, stopped_within = interrupt_library_call(
+        "X = np.random.default_rng(0).normal(size=(150_000, 30))  # 30-D: the tree prunes little, minutes of work",
+        'gpuseg.dbscan(X[:500], eps=2.0, min_samples=5, engine="tree", device="cpu")',
+        'gpuseg.dbscan(X, eps=2.0, min_samples=5, engine="tree", device="cpu")',
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    words = proc.stdout.split()
-    assert words[0] == "interrupted", proc.stdout + proc.stderr
-    raised_after, stopped_within = float(words[1]), float(words[2])
     assert raised_after < 2.5 and stopped_within < 1.0
