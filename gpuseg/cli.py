@@ -24,7 +24,15 @@ from gpuseg.device import DEVICES
 from gpuseg.engines import ENGINE_NAMES
 from gpuseg.errors import OutputExistsError
 from gpuseg.features import ALPHA_MODES, COLOR_SPACES
-from gpuseg.pipeline import DEFAULT_COLOR, DEFAULT_EPS, DEFAULT_MIN_SAMPLES, DEFAULT_XY_SCALE, PICTURE_FORMATS
+from gpuseg.pipeline import (
+    DEFAULT_COLOR,
+    DEFAULT_EPS,
+    DEFAULT_MIN_SAMPLES,
+    DEFAULT_TARGET_NOISE,
+    DEFAULT_XY_SCALE,
+    NOISE_MODES,
+    PICTURE_FORMATS,
+)
 
 app = typer.Typer(
     name="gpuseg",
@@ -47,7 +55,8 @@ def _err(message: str) -> None:
 
 
 _PARAMETER = re.compile(
-    r"\b(eps|min_samples|xy_scale|device|engine|overwrite|max_pixels|max_memory|color|alpha)=('?)([^'\s,;)]*)\2"
+    r"\b(eps|min_samples|xy_scale|device|engine|overwrite|max_pixels|max_memory|color|alpha|target_noise|noise"
+    r"|min_region)=('?)([^'\s,;)]*)\2"
 )
 
 
@@ -132,6 +141,24 @@ def _eps(value: float) -> float:
     return value
 
 
+def _eps_or_auto(value: str) -> float | str:
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise typer.BadParameter(f"{value!r}: give a positive distance in feature units, such as 0.055, or auto")
+    return number
+
+
+def _fraction(value: float | None) -> float | None:
+    if value is not None and not (0 <= value < 1):
+        raise typer.BadParameter(f"{value}: give a fraction in [0, 1), such as 0.1 for 10% noise")
+    return value
+
+
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -207,6 +234,18 @@ XyScaleArg = Annotated[
 EpsOpt = Annotated[
     float, typer.Option("--eps", callback=_eps, help="DBSCAN radius in feature units (colours in [0, 1]).")
 ]
+AutoEpsOpt = Annotated[
+    str,
+    typer.Option(
+        "--eps",
+        callback=_eps_or_auto,
+        help="DBSCAN radius in feature units (colours in [0, 1]), or auto: the eps for --target-noise.",
+    ),
+]
+TargetNoiseOpt = Annotated[
+    Optional[float],
+    typer.Option("--target-noise", callback=_fraction, help="Noise fraction that --eps auto aims at (default 0.1)."),
+]
 MinSamplesOpt = Annotated[
     int, typer.Option("--min-samples", min=1, help="Neighbourhood weight that makes a core sample.")
 ]
@@ -215,6 +254,7 @@ EngineArg = Annotated[EngineOpt, typer.Option("--engine", help="auto: gpuseg's e
 
 
 PictureFormat = StrEnum("PictureFormat", {name: name for name in PICTURE_FORMATS})
+NoiseOpt = StrEnum("NoiseOpt", {name: name for name in NOISE_MODES})
 
 
 @app.command()
@@ -222,11 +262,22 @@ def segment(
     images: Annotated[
         list[str], typer.Argument(help="Image files, folders or glob patterns (PNG, JPEG, TIFF, BMP, WebP, ...).")
     ],
-    eps: EpsOpt = DEFAULT_EPS,
+    eps: AutoEpsOpt = str(DEFAULT_EPS),
     min_samples: MinSamplesOpt = DEFAULT_MIN_SAMPLES,
     color: ColorArg = Color(DEFAULT_COLOR),
     alpha: AlphaArg = Alpha.ignore,
     xy_scale: XyScaleArg = DEFAULT_XY_SCALE,
+    target_noise: TargetNoiseOpt = None,
+    noise: Annotated[
+        NoiseOpt,
+        typer.Option("--noise", help="fill: give each noise pixel the cluster of the nearest clustered pixel."),
+    ] = NoiseOpt.keep,
+    min_region: Annotated[
+        int,
+        typer.Option(
+            "--min-region", min=0, help="Regions smaller than this (pixels) join the neighbour of longest border."
+        ),
+    ] = 0,
     device: DeviceArg = DeviceOpt.auto,
     engine: EngineArg = EngineOpt.auto,
     out_dir: Annotated[
@@ -294,6 +345,9 @@ def segment(
         hint = "" if recursive else "; --recursive for subfolders"
         _err(f"no images in {', '.join(images)} ({found.not_images} other file(s) passed over{hint})")
         raise typer.Exit(2)
+    if target_noise is not None and eps != "auto":
+        _err(f"--target-noise {target_noise:g} chooses eps: add --eps auto, or drop --target-noise")
+        raise typer.Exit(2)
     if truth is not None and len(found.items) > 1:
         _err("--truth compares one image with its ground truth; give one image")
         raise typer.Exit(2)
@@ -313,6 +367,9 @@ def segment(
         engine=engine.value,
         max_pixels=max_pixels,
         max_memory=max_memory,
+        noise=noise.value,
+        min_region=min_region,
+        **({"target_noise": target_noise} if target_noise is not None else {}),
         **({"truth": truth} if truth is not None else {}),
     )
     run = _BatchRun(len(found.items), as_json, found.expanded)
@@ -519,7 +576,11 @@ def _report_table(report: dict):
     table.add_column()
     h, w = report["image_shape"][:2]
     table.add_row("image", f"{w} x {h}, {report['n_samples']:,} samples, features {', '.join(report['features'])}")
-    table.add_row("parameters", f"eps {report['eps']}, min_samples {report['min_samples']}")
+    parameters = f"eps {report['eps']:.4g}, min_samples {report['min_samples']}"
+    if report["eps_search"]:
+        search = report["eps_search"]
+        parameters += f" (eps for {search['target_noise']:.0%} noise, found in {len(search['runs'])} runs)"
+    table.add_row("parameters", parameters)
     device = f"{report['device']} ({report['device_name']})"
     if report["fallback_reason"]:
         device += f" - CPU because {report['fallback_reason']}"
@@ -527,6 +588,18 @@ def _report_table(report: dict):
     table.add_row("engine", escape(report["engine"] + (f" - {report['engine_note']}" if report["engine_note"] else "")))
     n = report["n_clusters"]
     table.add_row("clusters", f"{n} cluster{'' if n == 1 else 's'}, noise {report['noise_fraction']:.1%}")
+    if report["postprocess"]:
+        post, done = report["postprocess"], []
+        if post["noise"] == "fill":
+            done.append(f"{post['filled']:,} noise pixels filled")
+        if post["min_region"] > 1:
+            done.append(f"{post['merged_regions']:,} regions under {post['min_region']} px merged")
+        n = post["n_clusters"]
+        table.add_row(
+            "after", f"{', '.join(done)}: {n} cluster{'' if n == 1 else 's'}, noise {post['noise_fraction']:.1%}"
+        )
+    for warning in report["warnings"]:
+        table.add_row("warning", f"[yellow]{escape(warning)}[/]")
     if report["quality"]:
         q = report["quality"]
         ari, vi = q["adjusted_rand_index"], q["variation_of_information"]
@@ -543,12 +616,18 @@ def suggest(
     color: ColorArg = Color(DEFAULT_COLOR),
     alpha: AlphaArg = Alpha.ignore,
     xy_scale: XyScaleArg = DEFAULT_XY_SCALE,
+    target_noise: Annotated[
+        float,
+        typer.Option("--target-noise", callback=_fraction, help="Noise fraction to find eps for, beside the knee."),
+    ] = DEFAULT_TARGET_NOISE,
+    device: DeviceArg = DeviceOpt.auto,
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Where the k-distance plot goes (default <stem>.kdist.png).")
     ] = None,
     overwrite: Annotated[bool, _flag("--overwrite", "Replace an existing plot.")] = False,
 ) -> None:
-    """Suggest eps for an image: the knee of its k-distance curve (k = min samples), with a plot."""
+    """Suggest eps for an image: the knee of its k-distance curve (k = min samples), with a plot, and the eps
+    for a target noise fraction (found by clustering the image a few times); says which it recommends."""
     from gpuseg.io import load_image
     from gpuseg.suggest import plot_k_distances, suggest_eps
 
@@ -558,12 +637,28 @@ def suggest(
         if plot.exists() and not overwrite:
             raise OutputExistsError(f"{plot}: exists; pass --overwrite to replace it, or choose --plot")
         s = suggest_eps(
-            load_image(image), min_samples=min_samples, color=color.value, alpha=alpha.value, xy_scale=scale
-        )
+            load_image(image), min_samples=min_samples, color=color.value, alpha=alpha.value, xy_scale=scale,
+            target_noise=target_noise, device=device.value,
+        )  # fmt: skip
         plot_k_distances(s, plot, overwrite=overwrite)
+
+    def result(noise: float, largest: float) -> str:
+        return f"{noise:.1%} noise, largest cluster {largest:.0%} of the pixels"
+
+    knee = f"knee of the {min_samples}-distance curve of {len(s.k_distances):,} pixels"
+    typer.echo(f"eps {s.knee_eps:.4g}: {knee}: {result(s.knee_noise, s.knee_largest_cluster)}")
     typer.echo(
-        f"suggested eps: {s.eps:.4g} (knee of the {min_samples}-distance curve of {len(s.k_distances):,} pixels)"
+        f"eps {s.target_eps:.4g}: for {s.target_noise:.0%} noise ({s.search_runs} runs): "
+        f"{result(s.target_noise_fraction, s.target_largest_cluster)}"
     )
+    why = (
+        "its noise is near the target and no cluster holds nearly everything"
+        if s.recommended == "knee"
+        else "the knee's noise is far above the target, or one cluster holds nearly everything"
+    )
+    typer.echo(f"recommended: eps {s.eps:.4g} ({'the knee' if s.recommended == 'knee' else 'the target'}: {why})")
+    for warning in s.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     if s.radius_px is not None:
         typer.echo(f"with xy_scale {scale:g}, two pixels can be neighbours up to {s.radius_px} pixels apart")
     typer.echo(f"plot: {plot}")

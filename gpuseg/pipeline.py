@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -16,30 +16,37 @@ from gpuseg.cluster import check_parameters, cluster_features
 from gpuseg.features import AlphaMode, ColorSpace, Features, build_features
 from gpuseg.io import DEFAULT_MAX_PIXELS, OutputSet, json_writer, load_image, npy_writer, png_writer, stage_all
 from gpuseg.labels import check_png_labels, labels_to_png, overlay, to_rgb8
-from gpuseg.report import REPORT_KEYS, STAGES, StageTimer, cluster_summary
+from gpuseg.report import GIANT_CLUSTER, REPORT_KEYS, STAGES, StageTimer, cluster_summary
 
 DEFAULT_EPS = 0.055
 DEFAULT_MIN_SAMPLES = 20
 DEFAULT_COLOR: ColorSpace = "lab"
 DEFAULT_XY_SCALE = 0.01
+DEFAULT_TARGET_NOISE = 0.1
+"""The noise fraction ``eps="auto"`` aims at when no ``target_noise`` is given."""
+NOISE_MODES = ("keep", "fill")
+"""What to do with noise pixels: keep them as -1 (DBSCAN's answer) or give each the nearest cluster."""
 OUTPUT_SUFFIXES = (".labels.npy", ".labels.png", ".overlay.jpg", ".json")
 
 
 @dataclass
 class SegmentResult:
     """The outcome of :func:`segment`: ``labels`` (H, W) int64 (-1 noise or not a sample), the ``image``,
-    the ``features`` used (``features.matrix()`` gives the rows) and the ``report`` (JSON-serialisable)."""
+    the ``features`` used (``features.matrix()`` gives the rows) and the ``report`` (JSON-serialisable).
+    When ``noise="fill"`` or ``min_region`` changed the labels, ``dbscan_labels`` holds DBSCAN's own (else
+    None: ``labels`` are DBSCAN's)."""
 
     labels: np.ndarray
     image: np.ndarray
     features: Features
     report: dict[str, Any] = field(default_factory=dict)
+    dbscan_labels: np.ndarray | None = None
 
 
 def segment(
     image_or_path: np.ndarray | str | os.PathLike[str],
     *,
-    eps: float = DEFAULT_EPS,
+    eps: float | Literal["auto"] = DEFAULT_EPS,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     color: ColorSpace = DEFAULT_COLOR,
     alpha: AlphaMode = "ignore",
@@ -49,6 +56,9 @@ def segment(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_memory: int | None = None,
     truth: np.ndarray | str | os.PathLike[str] | None = None,
+    target_noise: float | None = None,
+    noise: Literal["keep", "fill"] = "keep",
+    min_region: int = 0,
 ) -> SegmentResult:
     """Segment an image by DBSCAN on its pixels (the samples), with per-stage timings.
 
@@ -59,6 +69,8 @@ def segment(
         its GPU) or a path OpenCV reads.
     eps, min_samples
         DBSCAN's parameters, in feature units (colours scaled to [0, 1]; positions times ``xy_scale``).
+        ``eps="auto"`` searches for the eps whose noise fraction is closest to ``target_noise`` (a few
+        runs; the report's ``eps_search`` lists them).
     color, alpha, xy_scale
         The features (see :func:`gpuseg.pixel_features`). ``xy_scale`` None or 0 clusters colour alone.
     device, engine
@@ -71,6 +83,18 @@ def segment(
     truth : ndarray or path, optional
         A ground-truth label image of the same size: the report's ``quality`` then holds the adjusted Rand
         index and the variation of information (noise counts as one more region).
+    target_noise : float, optional
+        The noise fraction ``eps="auto"`` aims at (default 0.1); only with ``eps="auto"``.
+    noise : {"keep", "fill"}
+        "fill" gives every noise pixel the cluster of the nearest clustered pixel (in the image plane).
+    min_region : int
+        Regions (4-connected pixels of one cluster) smaller than this join the neighbouring region they
+        share the longest border with (see :func:`gpuseg.postprocess.merge_small_regions`); 0 keeps them.
+
+    The DBSCAN labels are exact; ``noise`` and ``min_region`` work on top of them: the report's
+    ``n_clusters``, ``noise_fraction`` and ``cluster_sizes`` stay DBSCAN's, its ``postprocess`` holds the
+    same figures for the labels returned. Its ``warnings`` says when one cluster holds more than 90% of the
+    samples (colour only on a photo, typically), with the fix.
 
     Returns
     -------
@@ -84,7 +108,18 @@ def segment(
     ValueError
         A bad parameter.
     """
-    check_parameters(eps, min_samples)
+    from gpuseg.eps_search import check_target_noise
+    from gpuseg.postprocess import postprocess
+
+    auto_eps = isinstance(eps, str) and eps == "auto"
+    if target_noise is not None and not auto_eps:
+        raise ValueError(f"target_noise={target_noise!r} chooses eps: use it with eps='auto', or drop it")
+    if auto_eps:
+        target_noise = check_target_noise(DEFAULT_TARGET_NOISE if target_noise is None else target_noise)
+        check_parameters(1.0, min_samples)
+    else:
+        check_parameters(eps, min_samples)
+    check_postprocess(noise, min_region)
     check_run_memory(image_or_path, color=color, xy_scale=xy_scale, max_memory=max_memory)
     timer = StageTimer()
     start = time.perf_counter()
@@ -99,15 +134,30 @@ def segment(
         features = build_features(image, color=color, alpha=alpha, xy_scale=xy_scale)
         if not features.is_image:
             raise ValueError(f"segment() needs an image; got an array of shape {image.shape} (use dbscan())")
-    run = cluster_features(features, eps=eps, min_samples=min_samples, device=device, engine=engine, timer=timer)
+    search = None
+    if auto_eps:
+        search = _search_eps(features, target_noise, min_samples, device, engine, timer)
+        eps, run = search.eps, search.run
+    else:
+        run = cluster_features(features, eps=eps, min_samples=min_samples, device=device, engine=engine, timer=timer)
     labels = np.full(features.shape[0] * features.shape[1], -1, dtype=np.int64)
-    if features.mask is None:
+    samples = None if features.mask is None else to_host(features.mask)
+    if samples is None:
         labels[:] = run.labels
     else:
-        labels[to_host(features.mask).ravel()] = run.labels
+        labels[samples.ravel()] = run.labels
     labels = labels.reshape(features.shape)
+    dbscan_labels, post = None, None
+    if noise != "keep" or min_region > 1:
+        with timer.stage("postprocess"):
+            done = postprocess(labels, noise=noise, min_region=min_region, samples=samples)
+        dbscan_labels, labels = labels, done.labels
+        final = done.labels if samples is None else done.labels[samples]
+        post = {"noise": noise, "min_region": int(min_region), "filled": done.filled, "merged_regions": done.merged}
+        post.update(cluster_summary(final))
     timings = {name: timer.seconds.get(name, 0.0) for name in STAGES}
     timings["total"] = time.perf_counter() - start
+    summary = cluster_summary(run.labels)
     report = {
         "gpuseg_version": __version__,
         "source": source,
@@ -124,13 +174,57 @@ def segment(
         "engine": run.engine,
         "fallback_reason": run.device.fallback_reason,
         "engine_note": run.note,
-        **cluster_summary(run.labels),
+        **summary,
         "timings_s": timings,
         "cluster_stages_s": run.sub_seconds,
         "quality": None if truth is None else _quality(labels, truth, max_pixels),
+        "eps_search": None if search is None else search.as_report(),
+        "postprocess": post,
+        "warnings": _warnings(summary, features.xy_scale, post),
     }
     assert tuple(report) == REPORT_KEYS
-    return SegmentResult(labels=labels, image=image, features=features, report=report)
+    return SegmentResult(labels=labels, image=image, features=features, report=report, dbscan_labels=dbscan_labels)
+
+
+def check_postprocess(noise: str, min_region: int) -> None:
+    """Raise ValueError naming the parameter and the fix for a bad ``noise`` or ``min_region``."""
+    if noise not in NOISE_MODES:
+        raise ValueError(f"noise={noise!r} is not one of {', '.join(map(repr, NOISE_MODES))}")
+    if isinstance(min_region, bool) or not isinstance(min_region, (int, np.integer)) or min_region < 0:
+        raise ValueError(f"min_region={min_region!r} must be an integer >= 0 (pixels; 0 merges nothing)")
+
+
+def _warnings(summary: dict[str, Any], xy_scale: float | None, post: dict[str, Any] | None) -> list[str]:
+    """What the report should say about labels that are exact but not a useful segmentation."""
+    warnings = []
+    sizes = summary["cluster_sizes"]
+    total = sum(sizes) / (1 - summary["noise_fraction"]) if summary["noise_fraction"] < 1 else 0
+    if sizes and total and max(sizes) / total > GIANT_CLUSTER:
+        fix = "lower eps, raise min_samples"
+        fix += ", or add position (xy_scale 0.01)" if xy_scale is None else ", or raise xy_scale"
+        warnings.append(
+            f"one cluster holds {max(sizes) / total:.0%} of the samples: no segmentation; {fix}"
+            + (" (colour only chains a photo's smooth gradients into one cluster)" if xy_scale is None else "")
+        )
+    if post is not None and post["noise"] == "fill" and not sizes:
+        warnings.append("noise='fill' found no cluster to fill from: every sample is noise; raise eps")
+    return warnings
+
+
+def _search_eps(features: Features, target_noise: float, min_samples: int, device: str, engine: str, timer):
+    """eps="auto": the search's runs are timed as the "eps_search" stage, the chosen run's stages as usual."""
+    from gpuseg.eps_search import search_eps, start_eps
+
+    with timer.stage("eps_search"):
+        start, cap = start_eps(features, target_noise, min_samples)
+        search = search_eps(
+            features, target_noise=target_noise, min_samples=min_samples, start=start, max_eps=cap,
+            device=device, engine=engine,
+        )  # fmt: skip
+    for name, seconds in search.timer.seconds.items():
+        timer.seconds[name] = timer.seconds.get(name, 0.0) + seconds
+    timer.seconds["eps_search"] -= sum(search.timer.seconds.values())
+    return search
 
 
 def check_run_memory(

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-STAGES = ("load", "features", "to_device", "cluster", "to_host", "save", "total")
+STAGES = ("load", "features", "eps_search", "to_device", "cluster", "to_host", "postprocess", "save", "total")
 """The stages of ``report["timings_s"]``, in pipeline order; a stage a run skips reads 0.0."""
 
 REPORT_KEYS = (
@@ -34,8 +34,15 @@ REPORT_KEYS = (
     "timings_s",
     "cluster_stages_s",
     "quality",
+    "eps_search",
+    "postprocess",
+    "warnings",
 )
 """Every key of a report, in order (see the README's report reference)."""
+
+GIANT_CLUSTER = 0.9
+"""A cluster holding more than this share of the samples is no segmentation: the report warns, and the
+colour-only suggestion avoids such an eps."""
 
 
 class StageTimer:

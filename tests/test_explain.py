@@ -90,7 +90,7 @@ def test_cli_suggest_prints_the_command_and_writes_the_plot(tmp_path):
     save_png(path, shapes_image(80, 100, seed=3)[0])
     result = runner.invoke(app, ["suggest", str(path), "--min-samples", "15", "--plot", str(tmp_path / "k.png")])
     assert result.exit_code == 0, result.output
-    assert "suggested eps:" in result.output and "pixels apart" in result.output
+    assert "recommended: eps" in result.output and "pixels apart" in result.output
     assert f"gpuseg segment {path} --eps" in result.output
     assert cv2.imread(str(tmp_path / "k.png")) is not None
 
