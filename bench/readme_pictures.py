@@ -36,6 +36,38 @@ def main(out_dir: Path) -> None:
     picture = cv2.cvtColor(panel(tiles, width=300), cv2.COLOR_RGB2BGR)
     cv2.imwrite(str(out_dir / "defaults.jpg"), picture, [cv2.IMWRITE_JPEG_QUALITY, 85])
     explain(out_dir)
+    useful(out_dir)
+
+
+def useful(out_dir: Path) -> None:
+    """The "Segmentations you can use" pictures: DBSCAN's labels, the noise filled and small regions merged,
+    and colour alone at the defaults and at the eps `suggest` recommends."""
+    from skimage import data
+
+    from gpuseg.suggest import suggest_eps
+
+    tiles = []
+    for name, image in {"coffee": data.coffee(), "astronaut": data.astronaut()}.items():
+        exact = gpuseg.segment(image)
+        filled = gpuseg.segment(image, noise="fill", min_region=50)
+        colour = gpuseg.segment(image, xy_scale=None)
+        s = suggest_eps(image, xy_scale=None, target_noise=0.1)
+        suggested = gpuseg.segment(image, eps=s.eps, xy_scale=None, noise="fill")
+        r, p, c, q = exact.report, filled.report["postprocess"], colour.report, suggested.report
+        tiles += [
+            (
+                overlay(image, exact.labels),
+                f"{name}: DBSCAN (defaults)\n{r['n_clusters']} clusters, noise {r['noise_fraction']:.0%} (black)",
+            ),
+            (overlay(image, filled.labels), f"--noise fill --min-region 50\n{p['n_clusters']} clusters, no noise"),
+            (overlay(image, colour.labels), f"colour only (--xy-scale 0)\n{c['n_clusters']} cluster(s): warned"),
+            (
+                overlay(image, suggested.labels),
+                f"colour only, suggested eps {s.eps:.4f}\n+ fill: {q['postprocess']['n_clusters']} clusters",
+            ),
+        ]
+    picture = cv2.cvtColor(panel(tiles, columns=4, width=300), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(out_dir / "useful.jpg"), picture, [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 
 def explain(out_dir: Path) -> None:

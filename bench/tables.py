@@ -17,6 +17,7 @@ ROOT = BENCH.parent
 CPU_SUITE = RESULTS / "bench-cpu-xeon-2core" / "bench.json"
 PIPELINE = RESULTS / "pipeline-cpu-xeon-2core" / "pipeline.json"
 BATCH = RESULTS / "batch-cpu-xeon-2core" / "batch_images.json"
+SEGMENTERS = RESULTS / "segmenters-cpu-xeon-2core" / "segmenters.json"
 
 
 def seconds(s: float) -> str:
@@ -170,6 +171,27 @@ def batch_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def segmenters_table(path: Path) -> str:
+    """gpuseg beside scikit-image's SLIC and Felzenszwalb (`bench/segmenters.py`)."""
+    document = json.loads(path.read_text())
+    m, rows = document["machine"], document["rows"]
+    cases = sorted({(r["megapixels"], r["noise"]) for r in rows})
+    lines = [
+        f"`{path.relative_to(ROOT)}`: {m['cpu']}; scikit-image {m['scikit-image']}; {document['scenes']} "
+        f"scenes per column, time the median of {document['repeats']} runs; {m['date']}.",
+        "",
+        "| method | " + " | ".join(f"{mp:.2f} MP, noise {noise:g}: time, ARI" for mp, noise in cases) + " |",
+        "| --- |" + " --- |" * len(cases),
+    ]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = []
+        for case in cases:
+            (r,) = [r for r in rows if r["method"] == method and (r["megapixels"], r["noise"]) == case]
+            cells.append(f"{seconds(r['median_s'])}, {r['ari_median']:.2f}")
+        lines.append(f"| `{rows[[r['method'] for r in rows].index(method)]['call']}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def replace_between(path: Path, marker: str, text: str) -> None:
     source = path.read_text()
     pattern = re.compile(rf"(<!-- {marker} -->\n)(?:.*?\n)?(<!-- /{marker} -->)", re.S)
@@ -187,13 +209,16 @@ def main() -> None:
     print(readme, cpu_text, gpu_text, sep="\n\n")
     pipeline_text = pipeline_table(PIPELINE)
     batch_text = batch_table(BATCH)
-    print(pipeline_text, batch_text, sep="\n\n")
+    segmenters_text = segmenters_table(SEGMENTERS)
+    print(pipeline_text, batch_text, segmenters_text, sep="\n\n")
     if "--write" in sys.argv:
         replace_between(ROOT / "README.md", "perf-table", readme)
         replace_between(BENCH / "README.md", "cpu-suite", cpu_text)
         replace_between(BENCH / "README.md", "gpu-latest", gpu_text)
         replace_between(BENCH / "README.md", "pipeline", pipeline_text)
         replace_between(BENCH / "README.md", "batch", batch_text)
+        replace_between(ROOT / "README.md", "segmenters", segmenters_text)
+        replace_between(BENCH / "README.md", "segmenters", segmenters_text)
 
 
 if __name__ == "__main__":

@@ -455,6 +455,9 @@ class _BatchRun:
         else:
             report = entry["report"]
             self.reports.append(report)
+            if self.as_json:  # the tables show them otherwise
+                for warning in report["warnings"]:
+                    typer.secho(f"warning: {report['source']}: {warning}", fg=typer.colors.YELLOW, err=True)
             h, w = report["image_shape"][:2]
             self.megapixels += h * w / 1e6
             if not self.as_json:
