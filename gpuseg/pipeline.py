@@ -59,6 +59,7 @@ def segment(
     target_noise: float | None = None,
     noise: Literal["keep", "fill"] = "keep",
     min_region: int = 0,
+    features: Features | None = None,
 ) -> SegmentResult:
     """Segment an image by DBSCAN on its pixels (the samples), with per-stage timings.
 
@@ -90,6 +91,10 @@ def segment(
     min_region : int
         Regions (4-connected pixels of one cluster) smaller than this join the neighbouring region they
         share the longest border with (see :func:`gpuseg.postprocess.merge_small_regions`); 0 keeps them.
+    features : Features, optional
+        The features of this very image from an earlier result (``result.features``), built with the same
+        ``color`` and ``alpha``: the features stage is skipped (``xy_scale`` may differ; it is set anew).
+        For re-clustering one image with other parameters, as the interactive page does.
 
     The DBSCAN labels are exact; ``noise`` and ``min_region`` work on top of them: the report's
     ``n_clusters``, ``noise_fraction`` and ``cluster_sizes`` stay DBSCAN's, its ``postprocess`` holds the
@@ -131,7 +136,10 @@ def segment(
         else:  # a NumPy array, or a CuPy array whose features are then built on its GPU
             image = image_or_path if array_module(image_or_path) is not np else np.asarray(image_or_path)
     with timer.stage("features"):
-        features = build_features(image, color=color, alpha=alpha, xy_scale=xy_scale)
+        if features is None:
+            features = build_features(image, color=color, alpha=alpha, xy_scale=xy_scale)
+        else:
+            features = _reused(features, image, xy_scale)
         if not features.is_image:
             raise ValueError(f"segment() needs an image; got an array of shape {image.shape} (use dbscan())")
     search = None
@@ -184,6 +192,22 @@ def segment(
     }
     assert tuple(report) == REPORT_KEYS
     return SegmentResult(labels=labels, image=image, features=features, report=report, dbscan_labels=dbscan_labels)
+
+
+def _reused(features: Features, image, xy_scale: float | None) -> Features:
+    """Features of ``image`` from an earlier run, with ``xy_scale`` set anew (colours do not depend on it)."""
+    from dataclasses import replace
+
+    from gpuseg.features import check_xy_scale
+
+    if features.shape != tuple(image.shape[:2]) or features.image_rows:
+        raise ValueError(
+            f"features of shape {features.shape} are not this image's {tuple(image.shape[:2])}: pass the "
+            "features of an earlier result for the same image, or none"
+        )
+    scale = check_xy_scale(xy_scale)
+    names = features.names[:-2] if features.xy_scale is not None else features.names
+    return replace(features, xy_scale=scale, names=names + (("x", "y") if scale is not None else ()))
 
 
 def check_postprocess(noise: str, min_region: int) -> None:
