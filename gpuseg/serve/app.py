@@ -162,7 +162,7 @@ class Service:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.timeout_s)
         except TimeoutError:
-            started = future.running() or future.done()
+            started = not future.cancelled()
             raise ServiceError(
                 504,
                 f"the request took longer than the limit of {self.settings.timeout_s:g} s (--timeout) "
