@@ -5,16 +5,15 @@ from __future__ import annotations
 import base64
 import io
 import json
-import struct
 import threading
 import time
-import zlib
 
 import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
+from conftest import png_claiming  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -32,17 +31,6 @@ def png_bytes(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     assert ok
     return buf.tobytes()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims width x height pixels: signature, IHDR with a right CRC, a tiny IDAT and IEND."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 16)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +100,8 @@ def test_segment_npy_and_a_raw_body(client, image_file):
     [
         (b"", 422, "empty"),
         (b"just some text, not an image\n", 415, "not an image"),
-        (png_header_only(90000, 90000), 413, "8,100,000,000 pixels"),
-        (png_header_only(1200, 1000), 413, "1,200,000 pixels"),
+        (png_claiming(90000, 90000), 413, "8,100,000,000 pixels"),
+        (png_claiming(1200, 1000), 413, "1,200,000 pixels"),
         (b"\x89PNG\r\n\x1a\n\x00\x00", 415, "truncated"),
         (b"\x00" * (2**20 + 1), 413, "--max-upload-mb"),
     ],
@@ -164,7 +152,7 @@ def test_bad_parameters_are_422_naming_them(client, image_file, params, words):
 
 
 def test_server_healthy_after_bad_input(client, image_file):
-    for data in (b"", b"text", png_header_only(90000, 90000), image_file.read_bytes()[:100]):
+    for data in (b"", b"text", png_claiming(90000, 90000), image_file.read_bytes()[:100]):
         assert post_image(client, data).status_code in (413, 415, 422)
     assert client.get("/v1/health").status_code == 200
     assert client.get("/v1/ready").status_code == 200
