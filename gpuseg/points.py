@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -39,17 +40,45 @@ def read_points(path: str | os.PathLike[str]) -> np.ndarray:
     if suffix not in (".npy", ".csv"):
         raise GpusegError(f"{path}: points must be a .npy or .csv file (got {path.suffix or 'no suffix'!r})")
     with RegularFile(path, GpusegError, "array or table of points") as file:
-        if file.size == 0:
-            raise GpusegError(f"{path}: the file is empty")
-        if suffix == ".npy":
-            points, row_names = _read_npy(file, path), None
-        else:
-            points, row_names = _read_csv(file, path)
-    _check_finite(points, path, row_names)
+        return _read(file, str(path), suffix == ".npy")
+
+
+def points_from_bytes(data: bytes | bytearray, *, name: str = "<bytes>") -> np.ndarray:
+    """Feature rows from the bytes of a ``.npy`` file (recognised by its magic string) or of a CSV table, with
+    the checks and the result of :func:`read_points`; ``name`` starts the error messages.
+
+    Raises
+    ------
+    GpusegError, MemoryLimitError
+        As :func:`read_points`.
+    """
+    return _read(_BytesFile(data), name, bytes(data[:6]) == b"\x93NUMPY")
+
+
+class _BytesFile:
+    """Bytes in memory with the part of :class:`RegularFile` the readers use."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self.file = io.BytesIO(data)
+        self.size = len(data)
+        self.data = data
+
+    def read_all(self) -> bytes | bytearray:
+        return self.data
+
+
+def _read(file, name: str, npy: bool) -> np.ndarray:
+    if file.size == 0:
+        raise GpusegError(f"{name}: the file is empty")
+    if npy:
+        points, row_names = _read_npy(file, name), None
+    else:
+        points, row_names = _read_csv(file, name)
+    _check_finite(points, name, row_names)
     return points
 
 
-def _read_npy(file: RegularFile, path: Path) -> np.ndarray:
+def _read_npy(file, path: str) -> np.ndarray:
     """The array of a .npy file, its header checked against the file's size and the memory first."""
     from numpy.lib import format as npy
 
@@ -86,7 +115,7 @@ def _read_npy(file: RegularFile, path: Path) -> np.ndarray:
         raise GpusegError(f"{path}: not a readable .npy file ({exc})") from None
 
 
-def _read_csv(file: RegularFile, path: Path) -> tuple[np.ndarray, list[int]]:
+def _read_csv(file, path: str) -> tuple[np.ndarray, list[int]]:
     """(points, 1-based line number in the file of each row)."""
     _check_memory(8 * file.size, f"the text and numbers of a {file.size:,}-byte CSV file", path)
     raw = file.read_all()
@@ -135,7 +164,7 @@ def _csv_problem(rows: list[tuple[int, str]]) -> str | None:
     return None
 
 
-def _check_finite(points: np.ndarray, path: Path, line_numbers: list[int] | None) -> None:
+def _check_finite(points: np.ndarray, path: str, line_numbers: list[int] | None) -> None:
     if points.dtype.kind != "f":
         return
     bad = ~np.isfinite(points)
@@ -148,7 +177,7 @@ def _check_finite(points: np.ndarray, path: Path, line_numbers: list[int] | None
         )
 
 
-def _check_memory(need: int, what: str, path: Path) -> None:
+def _check_memory(need: int, what: str, path: str) -> None:
     from gpuseg.memory import available_memory
 
     have = available_memory()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -101,3 +103,9 @@ def interrupt_library_call(setup: str, warm_up: str, call: str) -> tuple[float, 
     words = proc.stdout.split()
     assert words and words[0] == "interrupted", proc.stdout + proc.stderr
     return float(words[1]), float(words[2])
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG header (signature and IHDR) claiming an RGB image of ``width`` x ``height``."""
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))

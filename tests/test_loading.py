@@ -12,6 +12,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import png_claiming
 from typer.testing import CliRunner
 
 from gpuseg.cli import app
@@ -224,14 +225,6 @@ def test_signal_module_is_left_alone_by_loading(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- memory
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG header (signature and IHDR) claiming an RGB image of ``width`` x ``height``."""
-    import zlib
-
-    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
 
 
 def test_a_run_that_would_not_fit_in_memory_is_refused_up_front(tmp_path, monkeypatch):
