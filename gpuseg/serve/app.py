@@ -35,6 +35,7 @@ from gpuseg.serve import models
 from gpuseg.serve.errors import ServiceError, from_library
 from gpuseg.serve.jobs import JobQueue, QueueFullError
 from gpuseg.serve.metrics import Metrics
+from gpuseg.serve.sessions import SessionCache
 from gpuseg.serve.uploads import check_image, read_body, upload_field
 
 LIBRARIES = ("numpy", "numba", "opencv-python-headless", "scikit-learn", "cupy-cuda12x", "fastapi", "uvicorn")
@@ -62,6 +63,9 @@ class Settings:
         Seconds a request may wait and run before it is answered 504.
     warm_up : bool
         Compile the kernels when the app starts (``/v1/ready`` answers 503 until they are).
+    page_sessions, page_cache_bytes, page_ttl_s
+        The images the interactive page keeps (see :class:`~gpuseg.serve.sessions.SessionCache`): at most
+        this many, in this many bytes, each forgotten after this many seconds unused.
     """
 
     device: str = "auto"
@@ -71,13 +75,16 @@ class Settings:
     queue_size: int = 16
     timeout_s: float = 300.0
     warm_up: bool = True
+    page_sessions: int = 32
+    page_cache_bytes: int = 2**30
+    page_ttl_s: float = 900.0
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"device={self.device!r} is not one of {', '.join(DEVICES)}")
         if self.token is not None and not self.token:
             raise ValueError("the token is empty; give a token, or none to serve without one")
-        for name in ("max_upload_bytes", "max_pixels", "queue_size"):
+        for name in ("max_upload_bytes", "max_pixels", "queue_size", "page_sessions", "page_cache_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
@@ -95,6 +102,7 @@ class Service:
         self.not_ready_reason: str | None = "starting"
         self.metrics = Metrics(lambda: self.jobs.depth if self.jobs else 0)
         self.auth = Depends(self._check_token)
+        self.sessions = SessionCache(settings.page_sessions, settings.page_cache_bytes, settings.page_ttl_s)
 
     def start(self) -> None:
         self.jobs = JobQueue(self.settings.queue_size)
@@ -205,8 +213,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     _add_error_handlers(app)
     _add_metrics_middleware(app, service.metrics)
+    from gpuseg.serve.page import page_router, sessions_router
+
     app.include_router(health_router)
+    app.include_router(page_router)
     app.include_router(api_router, dependencies=[service.auth])
+    app.include_router(sessions_router, dependencies=[service.auth])
     return app
 
 
@@ -402,10 +414,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         """422 with one sentence per problem: the parameter, the value given, what is wrong and what it takes."""
-        problems = []
+        problems, named = [], set()
         for error in exc.errors():
             loc = [str(part) for part in error.get("loc", ())]
-            name = loc[-1] if loc else "request"
+            name = loc[1] if len(loc) > 1 and loc[0] in ("query", "path") else (loc[-1] if loc else "request")
+            if name in named:  # a parameter of several types fails once per type: say it once
+                continue
+            named.add(name)
             given = f"={error['input']!r}" if isinstance(error.get("input"), str | int | float) else ""
             if error.get("type") == "extra_forbidden":
                 known = ", ".join(_query_names(request))
@@ -417,8 +432,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _query_names(request: Request) -> list[str]:
-    model = models.SegmentQuery if request.url.path.endswith("/segment") else models.ClusterQuery
-    return list(model.model_fields)
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    names = []
+    for field in getattr(dependant, "query_params", []):
+        model = getattr(field, "type_", None) or field.field_info.annotation
+        names += list(getattr(model, "model_fields", None) or [field.alias])  # a model of query parameters: its fields
+    return names
 
 
 def _add_metrics_middleware(app: FastAPI, metrics: Metrics) -> None:

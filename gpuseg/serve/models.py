@@ -6,13 +6,14 @@ named and defaulted as the library's keywords: a new option of ``segment()`` is 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gpuseg.engines import ENGINE_NAMES
 from gpuseg.features import ALPHA_MODES, COLOR_SPACES
-from gpuseg.pipeline import DEFAULT_COLOR, DEFAULT_EPS, DEFAULT_MIN_SAMPLES, DEFAULT_XY_SCALE
+from gpuseg.pipeline import DEFAULT_COLOR, DEFAULT_EPS, DEFAULT_MIN_SAMPLES, DEFAULT_XY_SCALE, NOISE_MODES
 
 
 class SegmentOptions(BaseModel):
@@ -20,7 +21,9 @@ class SegmentOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    eps: float = Field(DEFAULT_EPS, gt=0, allow_inf_nan=False, description="DBSCAN radius in feature units, e.g. 0.055")
+    eps: float | Literal["auto"] = Field(
+        DEFAULT_EPS, description="DBSCAN radius in feature units, e.g. 0.055, or auto: the eps for target_noise"
+    )
     min_samples: int = Field(DEFAULT_MIN_SAMPLES, ge=1, description="neighbourhood weight of a core pixel, e.g. 20")
     color: Literal[COLOR_SPACES] = Field(DEFAULT_COLOR, description=f"colour features: {', '.join(COLOR_SPACES)}")
     alpha: Literal[ALPHA_MODES] = Field("ignore", description=f"an alpha channel: {', '.join(ALPHA_MODES)}")
@@ -28,6 +31,18 @@ class SegmentOptions(BaseModel):
         DEFAULT_XY_SCALE, ge=0, allow_inf_nan=False, description="position features x*s, y*s; 0 for colour only"
     )
     engine: Literal[ENGINE_NAMES] = Field("auto", description=f"one of {', '.join(ENGINE_NAMES)}")
+    target_noise: float | None = Field(
+        None, ge=0, lt=1, allow_inf_nan=False, description="noise fraction eps=auto aims at, e.g. 0.1 (with eps=auto)"
+    )
+    noise: Literal[NOISE_MODES] = Field("keep", description="fill: noise pixels take the nearest cluster")
+    min_region: int = Field(0, ge=0, description="regions smaller than this many pixels join a neighbour")
+
+    @field_validator("eps")
+    @classmethod
+    def _positive_eps(cls, eps):
+        if eps != "auto" and not (math.isfinite(eps) and eps > 0):
+            raise ValueError("eps must be a positive number, such as 0.055, or auto")
+        return eps
 
     def segment_kwargs(self) -> dict[str, Any]:
         """The keywords of :func:`gpuseg.segment` (every field of this class, none of its subclasses')."""

@@ -76,8 +76,20 @@ class Curve(models.BaseModel):
 
 @page_router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page() -> HTMLResponse:
-    """The page: drop an image, move eps, watch the regions."""
-    return HTMLResponse(_static("index.html"))
+    """The page: drop an image, move eps, watch the regions (its controls start at the library's defaults)."""
+    from gpuseg.features import COLOR_SPACES
+    from gpuseg.pipeline import DEFAULT_COLOR, DEFAULT_EPS, DEFAULT_MIN_SAMPLES, DEFAULT_XY_SCALE
+
+    colors = "".join(
+        f'<option value="{c}"{" selected" if c == DEFAULT_COLOR else ""}>{c}</option>' for c in COLOR_SPACES
+    )
+    html = _static("index.html")
+    for key, value in {
+        "EPS": f"{DEFAULT_EPS:g}", "MIN_SAMPLES": str(DEFAULT_MIN_SAMPLES), "XY_SCALE": f"{DEFAULT_XY_SCALE:g}",
+        "COLOR_OPTIONS": colors,
+    }.items():  # fmt: skip
+        html = html.replace("{{" + key + "}}", value)
+    return HTMLResponse(html)
 
 
 @page_router.get("/static/{name}", include_in_schema=False)
@@ -123,9 +135,7 @@ def _upload_name(request: Request) -> str:
 
 
 @sessions_router.get("/v1/sessions/{session_id}/segment", response_model=PageResult, responses=PROBLEMS)
-async def segment_session(
-    session_id: str, service: ServiceDep, query: Annotated[PageQuery, Query()]
-) -> PageResult:
+async def segment_session(session_id: str, service: ServiceDep, query: Annotated[PageQuery, Query()]) -> PageResult:
     """Segment the session's image (or its preview) with these parameters; answers the figures and the
     picture, and at full resolution the report and the label PNG."""
     session = _session(service, session_id)
@@ -133,8 +143,8 @@ async def segment_session(
 
     def job() -> PageResult:
         from gpuseg.labels import labels_to_png
-        from gpuseg.pipeline import segment
         from gpuseg.pictures import picture
+        from gpuseg.pipeline import segment
 
         preview = query.preview and session.preview is not None
         image, factor = (session.preview, session.preview_factor) if preview else (session.image, 1.0)
