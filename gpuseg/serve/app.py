@@ -27,6 +27,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from gpuseg import __version__
 from gpuseg.device import DEVICES, Device, resolve_device
@@ -338,7 +339,7 @@ async def segment_image(request: Request, service: ServiceDep, query: Annotated[
 
     settings = service.settings
     body = await read_body(request, settings.max_upload_bytes)
-    data = upload_field(body, request.headers.get("content-type", ""), "image")
+    data = await run_in_threadpool(upload_field, body, request.headers.get("content-type", ""), "image")
     del body
     check_image(data, settings.max_pixels)
     options, as_npy = query.segment_kwargs(), query.format == "npy"
