@@ -7,7 +7,8 @@
 megapixel images, colour only and colour + position, beside the CPU exact engine on every core of the same
 machine; (c) a whole `segment` run on a 24 MP PNG, stage by stage; (d) a batch of 64 images of 0.25 MP with
 ``dbscan_images`` (one run per stage) against one run per image, images per second on GPU and CPU; (e) a
-folder of 16 JPEGs of 24 MP end to end through the streaming pipeline, beside one image at a time. Writes
+folder of 16 JPEGs of 24 MP end to end through the streaming pipeline, beside one image at a time; (f) the
+page's re-clustering of a 2 MP photo as the service answers it. Writes
 OUT_DIR/gpu_check.json and prints a short table last. ``--simulate`` runs the same script on tiny images
 under numba's CUDA simulator (set NUMBA_ENABLE_CUDASIM=1), to check the script itself on a machine without
 a GPU.
@@ -212,6 +213,38 @@ class Check:
         self.results["folder"] = pipeline_bench.run(n_images, megapixels, device)
         print("folder", self.results["folder"], flush=True)
 
+    # ------------------------------------------------------------------------------------ (f) the page
+
+    def page(self, megapixels: float, repeats: int) -> None:
+        """The interactive page's re-clustering as the service answers it (server side, through the app in
+        process): one upload of a photo, then eps moved ``repeats`` times at full resolution (features kept,
+        cluster, picture encoded), and as a dragged slider's preview; the median of each."""
+        import cv2
+        from fastapi.testclient import TestClient
+
+        from gpuseg.serve import Settings, create_app
+
+        image = photo(megapixels)
+        data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+        device = "cpu" if self.simulate else "gpu"
+        row = {"megapixels": round(image.shape[0] * image.shape[1] / 1e6, 2), "device": device}
+        with TestClient(create_app(Settings(device=device, warm_up=False))) as client:
+            sid = client.post("/v1/sessions", files={"image": ("photo.png", data, "image/png")}).json()["id"]
+            for preview in (False, True):
+                seconds = []
+                for k in range(repeats + 1):  # the first pays for the features and compiled kernels
+                    start = time.perf_counter()
+                    answer = client.get(
+                        f"/v1/sessions/{sid}/segment", params={"eps": 0.05 + 0.001 * k, "preview": preview}
+                    )
+                    answer.raise_for_status()
+                    seconds.append(time.perf_counter() - start)
+                name = "preview" if preview else "full"
+                row[f"{name}_s_median"] = float(np.median(seconds[1:]))
+                row[f"{name}_cluster_s"] = answer.json()["cluster_s"]
+        self.results["page"] = row
+        print("page", row, flush=True)
+
     # ------------------------------------------------------------------------------------ (c) whole segment
 
     def whole_segment(self, megapixels: float) -> None:
@@ -276,6 +309,12 @@ def table(results: dict) -> str:
     if seg:
         parts = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in seg["timings_s"].items())
         lines.append(f"  segment {seg['megapixels']} MP PNG on {seg['device']}: {parts}")
+    page = results.get("page")
+    if page:
+        lines.append(
+            f"  page, {page['megapixels']} MP on {page['device']}: eps moved {page['full_s_median'] * 1e3:.0f} ms "
+            f"(cluster {page['full_cluster_s'] * 1e3:.1f} ms), preview {page['preview_s_median'] * 1e3:.0f} ms"
+        )
     for error in results.get("errors", []):
         lines.append(f"  ERROR in {error['section']}: {error['error']}")
     return "\n".join(lines)
@@ -299,9 +338,11 @@ def main() -> int:
         medium = small
         batch_size = (3, 0.0004, 1)
         folder_size = (3, 0.01)
+        page_mp = 0.01
     elif args.quick:
         batch_size = (16, 0.25, 3)
         folder_size = (8, 2)
+        page_mp = 2
         sizes, repeats, cpu_sizes, segment_mp = [0.25, 2], 3, [0.25, 2], 2
         medium = photo(1.0)
     else:
@@ -309,6 +350,7 @@ def main() -> int:
         medium = photo(1.0)
         batch_size = (64, 0.25, 3)
         folder_size = (16, 24)
+        page_mp = 2
     lab = dict(color="lab", xy_scale=0.02, eps=0.0712, min_samples=8)
     cases = [
         ("small rgb+xy", small, POSITION, True),
@@ -326,6 +368,7 @@ def main() -> int:
         ("segment", lambda: check.whole_segment(segment_mp)),
         ("batch", lambda: check.batch(*batch_size)),
         ("folder", lambda: check.folder(*folder_size)),
+        ("page", lambda: check.page(page_mp, 10)),
     )
     for section, run in sections:
         try:

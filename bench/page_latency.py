@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,19 +136,16 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    photo = args.out_dir / "grace_hopper.png"
-    cv2.imwrite(str(photo), cv2.cvtColor(photo_image(), cv2.COLOR_RGB2BGR))
-    try:
-        with server(args.device) as (url, pid):
-            document = {
-                "machine": machine(),
-                "device": args.device,
-                "photo": {"name": "grace_hopper (matplotlib)", "shape": list(photo_image().shape)},
-                "latency": latency(url, photo, args.moves),
-                "memory": memory(url, pid, photo, args.pages),
-            }
-    finally:
-        photo.unlink()
+    with tempfile.TemporaryDirectory() as folder, server(args.device) as (url, pid):
+        photo = Path(folder).resolve() / "grace_hopper.png"
+        cv2.imwrite(str(photo), cv2.cvtColor(photo_image(), cv2.COLOR_RGB2BGR))
+        document = {
+            "machine": machine(),
+            "device": args.device,
+            "photo": {"name": "grace_hopper (matplotlib)", "shape": list(photo_image().shape)},
+            "latency": latency(url, photo, args.moves),
+            "memory": memory(url, pid, photo, args.pages),
+        }
     (args.out_dir / "page.json").write_text(json.dumps(document, indent=2) + "\n")
     print(json.dumps({k: document[k] for k in ("latency", "memory")}, indent=2))
     return 0

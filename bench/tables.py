@@ -18,6 +18,7 @@ CPU_SUITE = RESULTS / "bench-cpu-xeon-2core" / "bench.json"
 PIPELINE = RESULTS / "pipeline-cpu-xeon-2core" / "pipeline.json"
 BATCH = RESULTS / "batch-cpu-xeon-2core" / "batch_images.json"
 SEGMENTERS = RESULTS / "segmenters-cpu-xeon-2core" / "segmenters.json"
+PAGE = RESULTS / "page-cpu-xeon-2core" / "page.json"
 
 
 def seconds(s: float) -> str:
@@ -192,6 +193,27 @@ def segmenters_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def page_table(path: Path) -> str:
+    """The interactive page: control change to result, and the server's memory (`bench/page_latency.py`)."""
+    document = json.loads(path.read_text())
+    m, lat, mem = document["machine"], document["latency"], document["memory"]
+    h, w = document["photo"]["shape"][:2]
+    rss = mem["rss_mib_by_pages"]
+    lines = [
+        f"`{path.relative_to(ROOT)}`: {m['cpu']}, server on {document['device']}; {m['date']}.",
+        "",
+        "| measure | result |",
+        "| --- | --- |",
+        f"| control change to new picture on the page, {w}x{h} photo ({w * h / 1e6:.2f} MP), {lat['moves']} eps "
+        f"moves by keyboard | median {seconds(lat['median_s'])}, 90th percentile {seconds(lat['p90_s'])}, "
+        f"max {seconds(lat['max_s'])} |",
+        f"| server memory over {mem['pages']} pages (upload + 10 eps moves each) | "
+        + ", ".join(f"{pages} pages: {mib:.0f} MiB" for pages, mib in rss[:: max(1, len(rss) // 6)])
+        + f", {rss[-1][0]} pages: {rss[-1][1]:.0f} MiB |",
+    ]
+    return "\n".join(lines)
+
+
 def replace_between(path: Path, marker: str, text: str) -> None:
     source = path.read_text()
     pattern = re.compile(rf"(<!-- {marker} -->\n)(?:.*?\n)?(<!-- /{marker} -->)", re.S)
@@ -210,6 +232,8 @@ def main() -> None:
     pipeline_text = pipeline_table(PIPELINE)
     batch_text = batch_table(BATCH)
     segmenters_text = segmenters_table(SEGMENTERS)
+    page_text = page_table(PAGE)
+    print(page_text)
     print(pipeline_text, batch_text, segmenters_text, sep="\n\n")
     if "--write" in sys.argv:
         replace_between(ROOT / "README.md", "perf-table", readme)
@@ -219,6 +243,7 @@ def main() -> None:
         replace_between(BENCH / "README.md", "batch", batch_text)
         replace_between(ROOT / "README.md", "segmenters", segmenters_text)
         replace_between(BENCH / "README.md", "segmenters", segmenters_text)
+        replace_between(BENCH / "README.md", "page", page_text)
 
 
 if __name__ == "__main__":
