@@ -286,3 +286,59 @@ def test_serve_command_help_and_token_file(tmp_path):
     assert result.exit_code == 2 and "is empty" in result.output
     result = runner.invoke(cli_app, ["serve", "--token-file", str(tmp_path / "missing")], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "cannot read it" in result.output
+
+
+def test_a_streamed_body_over_the_limit_is_413(client, image_file):
+    def chunks():  # no Content-Length: the limit is enforced while the body streams in
+        for _ in range(20):
+            yield b"\x00" * 2**16
+
+    response = client.post("/v1/segment", content=chunks())
+    assert response.status_code == 413 and "at least" in response.json()["detail"]
+    assert client.post("/v1/segment", params=PARAMS, content=iter([image_file.read_bytes()])).status_code == 200
+
+
+def test_random_bytes_are_never_a_500(client, rng):
+    heads = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"RIFF\x00\x00\x00\x00WEBP"]
+    for head in heads:
+        for size in (0, 10, 200, 5000):
+            data = head + rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+            response = post_image(client, data)
+            assert response.status_code in (413, 415, 422), (head, size, response.text)
+    assert client.get("/v1/ready").status_code == 200
+
+
+def test_a_run_over_the_memory_available_is_413(client, image_file, monkeypatch):
+    import gpuseg.memory
+
+    monkeypatch.setattr(gpuseg.memory, "available_memory", lambda: 10_000)
+    response = post_image(client, image_file.read_bytes())
+    assert response.status_code == 413 and "needs about" in response.json()["detail"]
+
+
+def test_a_failed_warm_up_keeps_ready_503(monkeypatch):
+    from gpuseg.serve.app import Service
+
+    def fail(self):
+        raise RuntimeError("no kernels today")
+
+    monkeypatch.setattr(Service, "_warm_up", fail)
+    with TestClient(create_app(Settings())) as c:
+        deadline = time.monotonic() + 10
+        while "failed" not in c.get("/v1/ready").text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        response = c.get("/v1/ready")
+        assert response.status_code == 503 and "no kernels today" in response.json()["reason"]
+        assert c.get("/v1/health").status_code == 200
+
+
+def test_device_gpu_without_one_fails_at_start():
+    from gpuseg.device import gpu_status
+    from gpuseg.errors import DeviceError
+
+    if gpu_status().usable:
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(DeviceError, match="device='gpu'"):
+        create_app(Settings(device="gpu"))
+    result = runner.invoke(cli_app, ["serve", "--device", "gpu"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "--device gpu" in result.output
