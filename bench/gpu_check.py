@@ -7,7 +7,8 @@
 megapixel images, colour only and colour + position, beside the CPU exact engine on every core of the same
 machine; (c) a whole `segment` run on a 24 MP PNG, stage by stage; (d) a batch of 64 images of 0.25 MP with
 ``dbscan_images`` (one run per stage) against one run per image, images per second on GPU and CPU; (e) a
-folder of 16 JPEGs of 24 MP end to end through the streaming pipeline, beside one image at a time. Writes
+folder of 16 JPEGs of 24 MP end to end through the streaming pipeline, beside one image at a time; (f) the
+HTTP service (bench/serve_load.py) at 0.25, 2 and 24 MP under 4 and 16 concurrent clients. Writes
 OUT_DIR/gpu_check.json and prints a short table last. ``--simulate`` runs the same script on tiny images
 under numba's CUDA simulator (set NUMBA_ENABLE_CUDASIM=1), to check the script itself on a machine without
 a GPU.
@@ -212,6 +213,17 @@ class Check:
         self.results["folder"] = pipeline_bench.run(n_images, megapixels, device)
         print("folder", self.results["folder"], flush=True)
 
+    # ------------------------------------------------------------------------------------ (f) service
+
+    def serve(self, sizes: list[float], counts: list[int], out_dir: Path) -> None:
+        """``gpuseg serve`` on this device under 4 and 16 concurrent clients (bench/serve_load.py)."""
+        from serve_load import measure
+
+        device = "cpu" if self.simulate else "gpu"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.results["serve"] = measure(sizes, [4, 16], counts, device, out_dir / "server.log")
+        print("serve", self.results["serve"], flush=True)
+
     # ------------------------------------------------------------------------------------ (c) whole segment
 
     def whole_segment(self, megapixels: float) -> None:
@@ -276,6 +288,11 @@ def table(results: dict) -> str:
     if seg:
         parts = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in seg["timings_s"].items())
         lines.append(f"  segment {seg['megapixels']} MP PNG on {seg['device']}: {parts}")
+    for row in results.get("serve", {}).get("rows", []):
+        lines.append(
+            f"  serve {row['megapixels']:g} MP, {row['clients']} clients: {row['requests_per_s']:.2f} requests/s, "
+            f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, {row['statuses']}"
+        )
     for error in results.get("errors", []):
         lines.append(f"  ERROR in {error['section']}: {error['error']}")
     return "\n".join(lines)
@@ -299,9 +316,11 @@ def main() -> int:
         medium = small
         batch_size = (3, 0.0004, 1)
         folder_size = (3, 0.01)
+        serve_size = ([0.01], [8])
     elif args.quick:
         batch_size = (16, 0.25, 3)
         folder_size = (8, 2)
+        serve_size = ([0.25, 2], [40, 20])
         sizes, repeats, cpu_sizes, segment_mp = [0.25, 2], 3, [0.25, 2], 2
         medium = photo(1.0)
     else:
@@ -309,6 +328,7 @@ def main() -> int:
         medium = photo(1.0)
         batch_size = (64, 0.25, 3)
         folder_size = (16, 24)
+        serve_size = ([0.25, 2, 24], [150, 100, 32])
     lab = dict(color="lab", xy_scale=0.02, eps=0.0712, min_samples=8)
     cases = [
         ("small rgb+xy", small, POSITION, True),
@@ -326,6 +346,7 @@ def main() -> int:
         ("segment", lambda: check.whole_segment(segment_mp)),
         ("batch", lambda: check.batch(*batch_size)),
         ("folder", lambda: check.folder(*folder_size)),
+        ("serve", lambda: check.serve(*serve_size, args.out_dir / "serve")),
     )
     for section, run in sections:
         try:
