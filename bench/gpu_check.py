@@ -8,7 +8,8 @@ megapixel images, colour only and colour + position, beside the CPU exact engine
 machine; (c) a whole `segment` run on a 24 MP PNG, stage by stage; (d) a batch of 64 images of 0.25 MP with
 ``dbscan_images`` (one run per stage) against one run per image, images per second on GPU and CPU; (e) a
 folder of 16 JPEGs of 24 MP end to end through the streaming pipeline, beside one image at a time; (f) the
-page's re-clustering of a 2 MP photo as the service answers it. Writes
+HTTP service (bench/serve_load.py) at 0.25, 2 and 24 MP under 4 and 16 concurrent clients; (g) the page's
+re-clustering of a 2 MP photo as the service answers it. Writes
 OUT_DIR/gpu_check.json and prints a short table last. ``--simulate`` runs the same script on tiny images
 under numba's CUDA simulator (set NUMBA_ENABLE_CUDASIM=1), to check the script itself on a machine without
 a GPU.
@@ -213,7 +214,7 @@ class Check:
         self.results["folder"] = pipeline_bench.run(n_images, megapixels, device)
         print("folder", self.results["folder"], flush=True)
 
-    # ------------------------------------------------------------------------------------ (f) the page
+    # ------------------------------------------------------------------------------------ (g) the page
 
     def page(self, megapixels: float, repeats: int) -> None:
         """The interactive page's re-clustering as the service answers it (server side, through the app in
@@ -244,6 +245,17 @@ class Check:
                 row[f"{name}_cluster_s"] = answer.json()["cluster_s"]
         self.results["page"] = row
         print("page", row, flush=True)
+
+    # ------------------------------------------------------------------------------------ (f) service
+
+    def serve(self, sizes: list[float], counts: list[int], out_dir: Path) -> None:
+        """``gpuseg serve`` on this device under 4 and 16 concurrent clients (bench/serve_load.py)."""
+        from serve_load import measure
+
+        device = "cpu" if self.simulate else "gpu"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.results["serve"] = measure(sizes, [4, 16], counts, device, out_dir / "server.log")
+        print("serve", self.results["serve"], flush=True)
 
     # ------------------------------------------------------------------------------------ (c) whole segment
 
@@ -315,6 +327,11 @@ def table(results: dict) -> str:
             f"  page, {page['megapixels']} MP on {page['device']}: eps moved {page['full_s_median'] * 1e3:.0f} ms "
             f"(cluster {page['full_cluster_s'] * 1e3:.1f} ms), preview {page['preview_s_median'] * 1e3:.0f} ms"
         )
+    for row in results.get("serve", {}).get("rows", []):
+        lines.append(
+            f"  serve {row['megapixels']:g} MP, {row['clients']} clients: {row['requests_per_s']:.2f} requests/s, "
+            f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, {row['statuses']}"
+        )
     for error in results.get("errors", []):
         lines.append(f"  ERROR in {error['section']}: {error['error']}")
     return "\n".join(lines)
@@ -343,6 +360,11 @@ def main() -> int:
         batch_size = (16, 0.25, 3)
         folder_size = (8, 2)
         page_mp = 2
+        serve_size = ([0.01], [8])
+    elif args.quick:
+        batch_size = (16, 0.25, 3)
+        folder_size = (8, 2)
+        serve_size = ([0.25, 2], [40, 20])
         sizes, repeats, cpu_sizes, segment_mp = [0.25, 2], 3, [0.25, 2], 2
         medium = photo(1.0)
     else:
@@ -351,6 +373,7 @@ def main() -> int:
         batch_size = (64, 0.25, 3)
         folder_size = (16, 24)
         page_mp = 2
+        serve_size = ([0.25, 2, 24], [150, 100, 32])
     lab = dict(color="lab", xy_scale=0.02, eps=0.0712, min_samples=8)
     cases = [
         ("small rgb+xy", small, POSITION, True),
@@ -369,6 +392,7 @@ def main() -> int:
         ("batch", lambda: check.batch(*batch_size)),
         ("folder", lambda: check.folder(*folder_size)),
         ("page", lambda: check.page(page_mp, 10)),
+        ("serve", lambda: check.serve(*serve_size, args.out_dir / "serve")),
     )
     for section, run in sections:
         try:

@@ -17,45 +17,13 @@ Writes OUT_DIR/page.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-@contextlib.contextmanager
-def server(device: str):
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpuseg", "serve", "--port", str(port), "--device", device],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/v1/ready", timeout=5).status_code == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            raise SystemExit("the server was not ready within 180 s")
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def rss_mib(pid: int) -> float:
@@ -136,7 +104,13 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as folder, server(args.device) as (url, pid):
+    from gpuseg.serve.process import served
+
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        served("--device", args.device, log_path=Path(folder) / "server.log") as (url, proc),
+    ):
+        pid = proc.pid
         photo = Path(folder).resolve() / "grace_hopper.png"
         cv2.imwrite(str(photo), cv2.cvtColor(photo_image(), cv2.COLOR_RGB2BGR))
         document = {

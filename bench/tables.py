@@ -17,6 +17,7 @@ ROOT = BENCH.parent
 CPU_SUITE = RESULTS / "bench-cpu-xeon-2core" / "bench.json"
 PIPELINE = RESULTS / "pipeline-cpu-xeon-2core" / "pipeline.json"
 BATCH = RESULTS / "batch-cpu-xeon-2core" / "batch_images.json"
+SERVE = RESULTS / "serve-cpu-xeon-2core" / "serve_load.json"
 SEGMENTERS = RESULTS / "segmenters-cpu-xeon-2core" / "segmenters.json"
 PAGE = RESULTS / "page-cpu-xeon-2core" / "page.json"
 
@@ -172,6 +173,32 @@ def batch_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def serve_table(path: Path) -> str:
+    """The HTTP service under load (`bench/serve_load.py`)."""
+    document = json.loads(path.read_text())
+    m, memory = document["machine"], document["memory"]
+    lines = [
+        f"`{path.relative_to(BENCH)}`: {m['cpu']}; server on {document['server_device']}, JPEG uploads of Grace "
+        f"Hopper's portrait tiled to size, default options (lab, xy_scale 0.01); {m['date']}.",
+        "",
+        "| image | clients | requests | requests/s | p50 latency | p99 latency | statuses |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in document["rows"]:
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
+        lines.append(
+            f"| {r['megapixels']:g} MP | {r['clients']} | {r['requests']} | {r['requests_per_s']:.2f} "
+            f"| {seconds(r['p50_ms'] / 1e3)} | {seconds(r['p99_ms'] / 1e3)} | {statuses} |"
+        )
+    lines += [
+        "",
+        f"Server memory (RSS): {memory['ready_mib']:.0f} MiB once ready, "
+        + ", ".join(f"{r['server_rss_after_mib']:.0f}" for r in document["rows"])
+        + f" MiB after each run, {memory['after_all_mib']:.0f} MiB after all {memory['requests']} requests.",
+    ]
+    return "\n".join(lines)
+
+
 def segmenters_table(path: Path) -> str:
     """gpuseg beside scikit-image's SLIC and Felzenszwalb (`bench/segmenters.py`)."""
     document = json.loads(path.read_text())
@@ -231,16 +258,17 @@ def main() -> None:
     print(readme, cpu_text, gpu_text, sep="\n\n")
     pipeline_text = pipeline_table(PIPELINE)
     batch_text = batch_table(BATCH)
+    serve_text = serve_table(SERVE)
     segmenters_text = segmenters_table(SEGMENTERS)
     page_text = page_table(PAGE)
-    print(page_text)
-    print(pipeline_text, batch_text, segmenters_text, sep="\n\n")
+    print(pipeline_text, batch_text, serve_text, segmenters_text, page_text, sep="\n\n")
     if "--write" in sys.argv:
         replace_between(ROOT / "README.md", "perf-table", readme)
         replace_between(BENCH / "README.md", "cpu-suite", cpu_text)
         replace_between(BENCH / "README.md", "gpu-latest", gpu_text)
         replace_between(BENCH / "README.md", "pipeline", pipeline_text)
         replace_between(BENCH / "README.md", "batch", batch_text)
+        replace_between(BENCH / "README.md", "serve", serve_text)
         replace_between(ROOT / "README.md", "segmenters", segmenters_text)
         replace_between(BENCH / "README.md", "segmenters", segmenters_text)
         replace_between(BENCH / "README.md", "page", page_text)

@@ -64,7 +64,9 @@ def test_health_ready_info_and_schema(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/segment", "/v1/cluster", "/v1/health", "/v1/ready", "/v1/info", "/metrics"} <= set(paths)
     params = {p["name"] for p in paths["/v1/segment"]["post"]["parameters"]}
-    assert params == {"eps", "min_samples", "color", "alpha", "xy_scale", "engine", "format"}
+    assert params == {
+        "eps", "min_samples", "color", "alpha", "xy_scale", "engine", "target_noise", "noise", "min_region", "format"
+    }  # fmt: skip
 
 
 def test_segment_labels_equal_the_library(client, image_file):
@@ -80,6 +82,16 @@ def test_segment_labels_equal_the_library(client, image_file):
     for key in ("image_shape", "n_samples", "eps", "min_samples", "color", "xy_scale", "engine", "n_clusters"):
         assert report[key] == expected.report[key], key
     assert expected.report["n_clusters"] > 1
+
+
+def test_segment_with_auto_eps_fill_and_min_region_equals_the_library(client, image_file):
+    options = {"eps": "auto", "target_noise": 0.2, "noise": "fill", "min_region": 30}
+    expected = gpuseg.segment(image_file, **{**PARAMS, **options})
+    body = post_image(client, image_file.read_bytes(), **options).json()
+    png = cv2.imdecode(np.frombuffer(base64.b64decode(body["labels_png"]), np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(png.astype(np.int64) - 1, expected.labels)
+    assert body["report"]["eps_search"] == expected.report["eps_search"]
+    assert body["report"]["postprocess"]["min_region"] == 30 and png.min() >= 1  # no noise left
 
 
 def test_segment_npy_and_a_raw_body(client, image_file):
@@ -133,7 +145,11 @@ def test_missing_field_and_damaged_form(client, image_file):
 @pytest.mark.parametrize(
     ("params", "words"),
     [
-        ({"eps": -1}, "eps='-1': Input should be greater than 0"),
+        ({"eps": -1}, "eps='-1': Value error, eps must be a positive number, such as 0.055, or auto"),
+        ({"target_noise": 1.5, "eps": "auto"}, "target_noise='1.5': Input should be less than 1"),
+        ({"target_noise": 0.2}, "target_noise=0.2 chooses eps: use it with eps='auto'"),  # the library's words
+        ({"noise": "drop"}, "noise='drop': Input should be 'keep' or 'fill'"),
+        ({"min_region": -2}, "min_region='-2': Input should be greater than or equal to 0"),
         ({"eps": "nan"}, "eps='nan'"),
         ({"eps": "abc"}, "eps='abc'"),
         ({"min_samples": 0}, "min_samples='0'"),
@@ -286,3 +302,59 @@ def test_serve_command_help_and_token_file(tmp_path):
     assert result.exit_code == 2 and "is empty" in result.output
     result = runner.invoke(cli_app, ["serve", "--token-file", str(tmp_path / "missing")], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "cannot read it" in result.output
+
+
+def test_a_streamed_body_over_the_limit_is_413(client, image_file):
+    def chunks():  # no Content-Length: the limit is enforced while the body streams in
+        for _ in range(20):
+            yield b"\x00" * 2**16
+
+    response = client.post("/v1/segment", content=chunks())
+    assert response.status_code == 413 and "at least" in response.json()["detail"]
+    assert client.post("/v1/segment", params=PARAMS, content=iter([image_file.read_bytes()])).status_code == 200
+
+
+def test_random_bytes_are_never_a_500(client, rng):
+    heads = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"RIFF\x00\x00\x00\x00WEBP"]
+    for head in heads:
+        for size in (0, 10, 200, 5000):
+            data = head + rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+            response = post_image(client, data)
+            assert response.status_code in (413, 415, 422), (head, size, response.text)
+    assert client.get("/v1/ready").status_code == 200
+
+
+def test_a_run_over_the_memory_available_is_413(client, image_file, monkeypatch):
+    import gpuseg.memory
+
+    monkeypatch.setattr(gpuseg.memory, "available_memory", lambda: 10_000)
+    response = post_image(client, image_file.read_bytes())
+    assert response.status_code == 413 and "needs about" in response.json()["detail"]
+
+
+def test_a_failed_warm_up_keeps_ready_503(monkeypatch):
+    from gpuseg.serve.app import Service
+
+    def fail(self):
+        raise RuntimeError("no kernels today")
+
+    monkeypatch.setattr(Service, "_warm_up", fail)
+    with TestClient(create_app(Settings())) as c:
+        deadline = time.monotonic() + 10
+        while "failed" not in c.get("/v1/ready").text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        response = c.get("/v1/ready")
+        assert response.status_code == 503 and "no kernels today" in response.json()["reason"]
+        assert c.get("/v1/health").status_code == 200
+
+
+def test_device_gpu_without_one_fails_at_start():
+    from gpuseg.device import gpu_status
+    from gpuseg.errors import DeviceError
+
+    if gpu_status().usable:
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(DeviceError, match="device='gpu'"):
+        create_app(Settings(device="gpu"))
+    result = runner.invoke(cli_app, ["serve", "--device", "gpu"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "--device gpu" in result.output

@@ -6,9 +6,6 @@ import asyncio
 import base64
 import contextlib
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -23,6 +20,7 @@ from conftest import png_claiming  # noqa: E402
 
 import gpuseg  # noqa: E402
 from gpuseg.io import save_png  # noqa: E402
+from gpuseg.serve.process import served  # noqa: E402
 from gpuseg.synthetic import shapes_image  # noqa: E402
 
 PARAMS = {"eps": 0.0523, "min_samples": 8, "color": "rgb", "xy_scale": 0.01}
@@ -30,44 +28,14 @@ TOKEN = "live-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
-def running_server(tmp_path, *extra: str):
-    """`gpuseg serve` on a free loopback port, ready; stopped (SIGTERM, then kill) when the block ends."""
+def running_server(tmp_path, *options: str):
+    """`gpuseg serve` with the token, on a free loopback port, ready; SIGTERM when the block ends."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    port = free_port()
-    log = open(tmp_path / f"server-{port}.log", "w+")  # noqa: SIM115 - read back on failure
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpuseg", "serve", "--port", str(port), "--token-file", str(token_file), *extra],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"the server exited: {(tmp_path / f'server-{port}.log').read_text()}"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/v1/ready", headers=AUTH, timeout=5).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "the server was not ready within 180 s"
-            time.sleep(0.2)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
+    log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
+    with served("--token-file", str(token_file), *options, log_path=log_path, token=TOKEN, ready_timeout=180) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
