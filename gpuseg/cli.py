@@ -654,11 +654,18 @@ def suggest(
         f"eps {s.target_eps:.4g}: for {s.target_noise:.0%} noise ({s.search_runs} runs): "
         f"{result(s.target_noise_fraction, s.target_largest_cluster)}"
     )
-    why = (
-        "its noise is near the target and no cluster holds nearly everything"
-        if s.recommended == "knee"
-        else "the knee's noise is far above the target, or one cluster holds nearly everything"
-    )
+    from gpuseg.report import GIANT_CLUSTER
+    from gpuseg.suggest import KNEE_SLACK
+
+    if s.recommended == "knee":
+        why = f"its noise is at most the target + {KNEE_SLACK:.0%} and no cluster holds {GIANT_CLUSTER:.0%}"
+    else:
+        reasons = []
+        if s.knee_noise > s.target_noise + KNEE_SLACK:
+            reasons.append(f"the knee leaves {s.knee_noise:.1%} noise, more than the target + {KNEE_SLACK:.0%}")
+        if s.knee_largest_cluster > GIANT_CLUSTER:
+            reasons.append(f"at the knee one cluster holds {s.knee_largest_cluster:.1%} of the pixels")
+        why = "; ".join(reasons)
     typer.echo(f"recommended: eps {s.eps:.4g} ({'the knee' if s.recommended == 'knee' else 'the target'}: {why})")
     for warning in s.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)

@@ -22,6 +22,8 @@ DEFAULT_EPS = 0.055
 DEFAULT_MIN_SAMPLES = 20
 DEFAULT_COLOR: ColorSpace = "lab"
 DEFAULT_XY_SCALE = 0.01
+TARGET_MISSED = 0.03
+"""eps="auto" warns when the noise it ends at is further than this from the target."""
 DEFAULT_TARGET_NOISE = 0.1
 """The noise fraction ``eps="auto"`` aims at when no ``target_noise`` is given."""
 NOISE_MODES = ("keep", "fill")
@@ -188,7 +190,7 @@ def segment(
         "quality": None if truth is None else _quality(labels, truth, max_pixels),
         "eps_search": None if search is None else search.as_report(),
         "postprocess": post,
-        "warnings": _warnings(summary, features.xy_scale, post),
+        "warnings": _warnings(summary, features.xy_scale, post, search),
     }
     assert tuple(report) == REPORT_KEYS
     return SegmentResult(labels=labels, image=image, features=features, report=report, dbscan_labels=dbscan_labels)
@@ -218,16 +220,22 @@ def check_postprocess(noise: str, min_region: int) -> None:
         raise ValueError(f"min_region={min_region!r} must be an integer >= 0 (pixels; 0 merges nothing)")
 
 
-def _warnings(summary: dict[str, Any], xy_scale: float | None, post: dict[str, Any] | None) -> list[str]:
+def _warnings(summary: dict[str, Any], xy_scale: float | None, post: dict[str, Any] | None, search) -> list[str]:
     """What the report should say about labels that are exact but not a useful segmentation."""
     warnings = []
+    if search is not None and abs(search.noise_fraction - search.target_noise) > TARGET_MISSED:
+        warnings.append(
+            f"eps='auto' ended at {search.noise_fraction:.1%} noise, not target_noise={search.target_noise:g}: no "
+            f"eps of the {len(search.tried)} tried came closer (the noise falls in steps on this image, or the "
+            "target lies beyond the eps searched); choose eps yourself, or another target"
+        )
     sizes = summary["cluster_sizes"]
     total = sum(sizes) / (1 - summary["noise_fraction"]) if summary["noise_fraction"] < 1 else 0
     if sizes and total and max(sizes) / total > GIANT_CLUSTER:
         fix = "lower eps, raise min_samples"
         fix += ", or add position (xy_scale 0.01)" if xy_scale is None else ", or raise xy_scale"
         warnings.append(
-            f"one cluster holds {max(sizes) / total:.0%} of the samples: no segmentation; {fix}"
+            f"one cluster holds {max(sizes) / total:.1%} of the samples: no segmentation; {fix}"
             + (" (colour only chains a photo's smooth gradients into one cluster)" if xy_scale is None else "")
         )
     if post is not None and post["noise"] == "fill" and not sizes:

@@ -82,7 +82,7 @@ def test_a_session_reclusters_with_the_same_labels_as_segment(client, scene):
     assert filled["shown_noise_fraction"] == 0.0 < filled["noise_fraction"]
 
 
-def test_a_large_image_has_a_preview_with_scaled_parameters(client):
+def test_a_large_image_has_a_preview_clustered_with_the_same_parameters(client):
     image = cv2.resize(shapes_image(240, 320, seed=2)[0], (800, 600), interpolation=cv2.INTER_NEAREST)
     opened = open_session(client, image)
     w, h = opened["preview"]
@@ -91,14 +91,11 @@ def test_a_large_image_has_a_preview_with_scaled_parameters(client):
     preview = client.get(f"/v1/sessions/{opened['id']}/segment", params={**params, "preview": True}).json()
     assert preview["preview"] and (preview["width"], preview["height"]) == (w, h)
     assert preview["report"] is None and preview["labels_png"] is None  # the full result comes on release
-    factor = w / 800
     small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    expected = gpuseg.segment(
-        small, eps=0.06, min_samples=round(16 * factor**2), color="rgb", xy_scale=0.01 / factor, device="cpu"
-    )
-    assert preview["n_clusters"] == expected.report["n_clusters"]
+    assert preview["n_clusters"] == gpuseg.segment(small, **params, device="cpu").report["n_clusters"]
     full = client.get(f"/v1/sessions/{opened['id']}/segment", params=params).json()
     assert not full["preview"] and (full["width"], full["height"]) == (800, 600)
+    assert full["n_clusters"] == gpuseg.segment(image, **params, device="cpu").report["n_clusters"]
 
 
 def test_the_k_distance_curve(client, scene):

@@ -154,6 +154,7 @@ def test_auto_eps_lands_near_the_target_noise(name, options, target):
     again = gpuseg.segment(image, eps=report["eps"], **options)  # the chosen eps, run as a plain eps
     assert (again.labels == result.labels).all()
     assert report["timings_s"]["eps_search"] > 0
+    assert not any(w.startswith("eps='auto'") for w in report["warnings"])  # the target was met
 
 
 def test_auto_eps_parameter_errors():
@@ -246,3 +247,10 @@ def test_cli_suggest_prints_both_and_the_recommendation(coffee_png, tmp_path):
     text = " ".join(result.output.split())
     assert "knee of the 20-distance curve" in text and "for 10% noise" in text and "recommended" in text
     assert "--eps" in text.split("run:")[1]
+
+
+def test_auto_eps_says_when_it_misses_the_target():
+    image = shapes_image(60, 80, seed=1, noise=0.0)[0]  # flat shapes: the noise jumps from 94% to 29% at once
+    report = gpuseg.segment(image, eps="auto", target_noise=0.5, min_samples=5, color="rgb").report
+    assert abs(report["noise_fraction"] - 0.5) > 0.03
+    assert any(w.startswith("eps='auto' ended at 28.6% noise, not target_noise=0.5") for w in report["warnings"])

@@ -104,7 +104,7 @@ class Info(BaseModel):
     device_name: str
     fallback_reason: str | None
     engines: list[EngineInfo]
-    limits: dict[str, float]
+    limits: dict[str, int | float]
 
 
 class Problem(BaseModel):

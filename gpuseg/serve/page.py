@@ -2,7 +2,8 @@
 
 The page uploads its image once (``POST /v1/sessions``: decoded and kept in the :class:`SessionCache`), then
 asks for a segmentation with new parameters at each move of a control (``GET /v1/sessions/{id}/segment``),
-on a downscaled preview while a control is dragged and at full resolution once it is released. Every
+on a downscaled preview while a control is dragged (the same parameters on the smaller image: approximate
+figures) and at full resolution once it is released. Every
 clustering runs as a job of the service's device queue, like ``POST /v1/segment``, through the same
 :func:`gpuseg.segment`.
 """
@@ -147,16 +148,14 @@ async def segment_session(session_id: str, service: ServiceDep, query: Annotated
         from gpuseg.pipeline import segment
 
         preview = query.preview and session.preview is not None
-        image, factor = (session.preview, session.preview_factor) if preview else (session.image, 1.0)
-        run = dict(options)
-        if preview:  # the same neighbourhood in the original's pixels: positions and counts scaled
-            run["xy_scale"] = options["xy_scale"] / factor
-            run["min_samples"] = max(1, round(options["min_samples"] * factor**2))
+        # a preview is the downscaled image clustered with the same parameters: its figures are approximate
+        # (scaling xy_scale and min_samples with the size instead was measured to give 10-30x the clusters)
+        image = session.preview if preview else session.image
         features = service.sessions.features(
             session, options["color"], options["alpha"], preview,
             lambda: _features(image, options["color"], options["alpha"]),
         )  # fmt: skip
-        result = segment(image, device=service.settings.device, features=features, **run)
+        result = segment(image, device=service.settings.device, features=features, **options)
         service.metrics.pixels.inc(result.labels.size)
         report = result.report
         shown = report["postprocess"]["noise_fraction"] if report["postprocess"] else report["noise_fraction"]

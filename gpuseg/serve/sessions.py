@@ -39,11 +39,6 @@ class Session:
         arrays = [self.image, self.preview, *(_feature_arrays(f) for f in self.features.values())]
         return sum(_nbytes(a) for a in arrays)
 
-    @property
-    def preview_factor(self) -> float:
-        """Preview side over image side (1.0 without a preview)."""
-        return 1.0 if self.preview is None else self.preview.shape[1] / self.image.shape[1]
-
 
 def _feature_arrays(features) -> list:
     return [getattr(features, name, None) for name in ("colors", "lut", "mask")]

@@ -59,10 +59,12 @@ async function upload(file) {
   } catch (error) {
     session = null;
     $("resolution").textContent = "no image";
+    $("result").dataset.state = "error";
     showError(error.message);
     return;
   }
   $("copy-command").disabled = false;
+  showCommand();
   loadCurve();
   request(false);
 }
@@ -71,9 +73,21 @@ function query(extra) {
   return new URLSearchParams({ ...parameters(), ...extra }).toString();
 }
 
+function invalid() {
+  // a number field being edited (empty, or out of its range) is not sent: the page says what it needs
+  for (const [id, name, need] of [["min-samples", "min_samples", "an integer >= 1"],
+    ["xy-scale", "xy_scale", "a number >= 0 (0 for colour only)"]]) {
+    if ($(id).value === "" || !$(id).checkValidity()) return `${name} needs ${need}`;
+  }
+  return "";
+}
+
 function schedule(preview) {
   changedAt = performance.now();
   $("eps-value").textContent = Number($("eps").value).toFixed(4);
+  const problem = invalid();
+  showError(problem);
+  if (problem) return;
   showCommand();
   drawCurve();
   if (!session) return;
@@ -114,7 +128,7 @@ function show(result) {
   $("device").textContent = result.device;
   $("engine").textContent = result.engine;
   $("resolution").textContent = result.preview
-    ? `preview ${result.width}×${result.height} (release the control for full resolution)`
+    ? `preview ${result.width}×${result.height}, approximate figures (release the control for full resolution)`
     : `full resolution ${result.width}×${result.height}`;
   $("result-caption").textContent = `${$("view").value}, ${result.preview ? "preview" : "full resolution"}`;
   $("warnings").textContent = result.warnings.join(" ");
@@ -209,7 +223,7 @@ function watch() {
       element.addEventListener("change", () => schedule(false)); // released: full resolution
     } else {
       element.addEventListener("change", () => {
-        if (["min-samples", "color", "xy-scale"].includes(id)) loadCurve();
+        if (["min-samples", "color", "xy-scale"].includes(id) && !invalid()) loadCurve();
         schedule(false);
       });
     }
