@@ -618,3 +618,181 @@ def read_labels(store: str | os.PathLike[str]) -> np.ndarray:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+CHUNKED_OUTPUTS = (".labels.zarr", ".overview", ".json")
+"""A chunked run writes ``<stem>.labels.zarr`` (int32 labels, -1 noise), ``<stem>.overview.<format>`` (the
+overlay picture, downsampled to at most OVERVIEW_SIDE pixels a side) and the report ``<stem>.json``."""
+
+
+def chunked_output_paths(stem_path: str | os.PathLike[str], picture_format: str = "jpg") -> dict[str, Path]:
+    """The outputs of a chunked run, keyed by their suffixes, the report last."""
+    stem = Path(stem_path)
+    names = {".labels.zarr": ".labels.zarr", ".overview": f".overview.{picture_format}", ".json": ".json"}
+    return {key: stem.with_name(stem.name + suffix) for key, suffix in names.items()}
+
+
+def segment_chunked(
+    image_or_path,
+    stem_path: str | os.PathLike[str],
+    *,
+    eps: float,
+    min_samples: int,
+    color: str = "lab",
+    alpha: str = "ignore",
+    xy_scale: float | None = 0.01,
+    chunk: int | None = None,
+    client=None,
+    device: str = "cpu",
+    engine: str = "auto",
+    overwrite: bool = False,
+    picture_format: str = "jpg",
+    max_pixels: int | None = None,
+) -> dict[str, Any]:
+    """Segment an image of any size in chunks and write its outputs; return the report.
+
+    The labels are those :func:`gpuseg.segment` gives (identical), written as a chunked Zarr array
+    ``<stem>.labels.zarr`` (int32, -1 for noise and non-samples) beside the report ``<stem>.json`` and a
+    downsampled overlay ``<stem>.overview.<picture_format>``. Memory is bounded by a chunk and its halo, not
+    by the image: TIFF and Zarr inputs are read a window at a time (other formats are read whole first).
+    With a ``distributed.Client``, the chunks are tasks on its workers (which read the input and write the
+    Zarr array themselves: a shared file system); else they run one after the other here.
+
+    Parameters
+    ----------
+    image_or_path : ndarray or path
+        An image array, a TIFF, a Zarr array or group (OME-Zarr: its first level), or any image file.
+    stem_path : path
+        Outputs are named ``<stem>.labels.zarr``, ``<stem>.overview.jpg`` and ``<stem>.json``.
+    eps, min_samples, color, alpha, xy_scale
+        As in :func:`gpuseg.segment`.
+    chunk : int, optional
+        Pixels a side of a chunk (default 2048); at least twice the stencil radius eps / xy_scale.
+    client : distributed.Client, optional
+        Run the chunks on this Dask cluster.
+    device, engine
+        Where and how the table of a colour-only run is clustered (the chunks themselves run on CPUs).
+    overwrite : bool
+        Replace existing outputs (else nothing is written if any exists).
+
+    Returns
+    -------
+    dict
+        The report: :func:`gpuseg.segment`'s keys, plus ``chunking``, ``workers`` and ``outputs``.
+
+    Raises
+    ------
+    OutputExistsError
+        An output exists and ``overwrite`` is False.
+    ImageError
+        The input cannot be read or is not an image.
+    ValueError
+        A bad parameter, or a chunk smaller than its halo needs.
+    """
+    from gpuseg import __version__
+    from gpuseg.device import cpu_name
+    from gpuseg.errors import OutputExistsError
+    from gpuseg.io import OutputSet, json_writer, picture_writer
+    from gpuseg.labels import overlay
+    from gpuseg.lazy_read import open_lazy
+    from gpuseg.report import REPORT_KEYS
+
+    start = time.perf_counter()
+    paths = chunked_output_paths(stem_path, picture_format)
+    existing = [str(p) for p in paths.values() if p.exists() or p.is_symlink()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{', '.join(existing)}: exist; pass --overwrite to replace them")
+    source = open_lazy(image_or_path, max_pixels=max_pixels)
+    spec = chunk_spec(
+        (source.height, source.width), eps=eps, min_samples=min_samples, color=color, alpha=alpha,
+        xy_scale=xy_scale, chunk=chunk,
+    )  # fmt: skip
+    target = paths[".labels.zarr"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
+    try:
+        run = cluster_chunked(source, tmp, spec, client=client, device=device, engine=engine)
+        sec = run.seconds
+        cluster_s = sum(v for k, v in sec.items() if k not in ("load", "features", "save"))
+        names = _feature_names(source, spec)
+        report = {
+            "gpuseg_version": __version__,
+            "source": None if isinstance(image_or_path, np.ndarray) else str(image_or_path),
+            "image_shape": list(source.shape),
+            "n_samples": run.samples,
+            "features": names,
+            "eps": spec.eps,
+            "min_samples": spec.min_samples,
+            "color": color,
+            "alpha": alpha,
+            "xy_scale": spec.xy_scale,
+            "device": "cpu",
+            "device_name": cpu_name(),
+            "engine": run.engine,
+            "fallback_reason": None,
+            "engine_note": f"chunked: {len(spec.boxes())} chunks of {spec.chunk} px a side, halo {spec.halo} px, "
+            "merged exactly",
+            "n_clusters": int(run.sizes.shape[0]),
+            "noise_fraction": run.noise / run.samples if run.samples else 0.0,
+            "cluster_sizes": [int(s) for s in run.sizes],
+            "timings_s": {
+                "load": sec.get("load", 0.0),
+                "features": sec.get("features", 0.0),
+                "to_device": 0.0,
+                "cluster": cluster_s,
+                "to_host": 0.0,
+                "save": sec.get("save", 0.0),
+                "total": 0.0,
+            },
+            "cluster_stages_s": {k: v for k, v in sec.items() if k not in ("load", "features", "save")},
+            "quality": None,
+        }
+        assert tuple(report) == REPORT_KEYS
+        rows, cols = spec.grid
+        report["chunking"] = {"chunk": spec.chunk, "halo": spec.halo, "chunks": rows * cols, "grid": [rows, cols]}
+        report["workers"] = run.workers
+        report["outputs"] = [str(p) for p in paths.values()]
+        files = [paths[".overview"], paths[".json"]]
+        with OutputSet(files, overwrite=overwrite) as outputs:
+            outputs.stage(paths[".overview"], picture_writer(overlay(run.overview_image, run.overview_labels),
+                                                             picture_format))  # fmt: skip
+            report["timings_s"]["total"] = time.perf_counter() - start
+            outputs.stage(paths[".json"], json_writer(report))
+            _place_tree(tmp, target, overwrite)
+            try:
+                outputs.commit()
+            except BaseException:
+                remove_tree(target)
+                raise
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    return report
+
+
+def _feature_names(source: LazyImage, spec: ChunkSpec) -> list[str]:
+    from gpuseg.features import build_features
+
+    probe = build_features(source.read(0, 1, 0, 1), color=spec.color, alpha=spec.alpha, xy_scale=spec.xy_scale)
+    return list(probe.names)
+
+
+def _place_tree(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Rename the finished Zarr folder into place (an old one, with ``overwrite``, is moved aside first and
+    removed after)."""
+    from gpuseg.errors import OutputExistsError
+
+    old = None
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"{target}: appeared while it was being written; not replaced")
+        old = target.with_name(f".{target.name}.{os.urandom(4).hex()}.old")
+        os.rename(target, old)
+    os.rename(tmp, target)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            remove_tree(old)
+        else:
+            old.unlink(missing_ok=True)
