@@ -37,7 +37,7 @@ def blocky_image(rng, h: int, w: int, block: int, noise: float) -> np.ndarray:
 
 def chunked_labels(tmp_path, image, chunk, **options) -> np.ndarray:
     spec = chunk_spec(image.shape[:2], chunk=chunk, **options)
-    store = tmp_path / f"labels-{chunk}-{np.random.randint(1 << 30)}.zarr"
+    store = tmp_path / f"labels-{chunk}-{len(list(tmp_path.iterdir()))}.zarr"
     cluster_chunked(open_lazy(image), store, spec)
     return read_labels(store)
 
