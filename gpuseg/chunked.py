@@ -796,3 +796,106 @@ def _place_tree(tmp: Path, target: Path, overwrite: bool) -> None:
             remove_tree(old)
         else:
             old.unlink(missing_ok=True)
+
+
+def chunked_set_complete(stem: Path, picture_format: str) -> bool:
+    """Do all the outputs of a chunked run exist (its report included)?"""
+    return all(p.exists() for p in chunked_output_paths(stem, picture_format).values())
+
+
+def segment_chunked_many(
+    items: list,
+    *,
+    options: dict[str, Any],
+    chunk: int | None = None,
+    client=None,
+    picture_format: str = "jpg",
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    manifest: Path | None = None,
+    on_result=None,
+    on_written=None,
+    summary=None,
+):
+    """:func:`segment_chunked` for each of ``items`` (:class:`gpuseg.batch.Item`), one after the other (the
+    chunks of each run on ``client``'s workers when given), with a manifest line per image and a
+    :class:`gpuseg.batch.Summary` (``summary``, added to, when given)."""
+    from gpuseg.batch import Manifest, Summary, _entry, _manifest_line
+
+    summary = summary or Summary()
+    summary.images += 0 if summary.images else len(items)
+    log = Manifest(manifest)
+    start = time.perf_counter()
+    keys = ("eps", "min_samples", "color", "alpha", "xy_scale", "device", "engine", "max_pixels")
+    try:
+        for item in items:
+            if skip_existing and chunked_set_complete(item.stem, picture_format):
+                entry = _entry(item, "skipped", outputs=chunked_output_paths(item.stem, picture_format).values())
+                summary.skipped += 1
+            else:
+                try:
+                    report = segment_chunked(
+                        item.source, item.stem, chunk=chunk, client=client, picture_format=picture_format,
+                        overwrite=overwrite or skip_existing, **{k: options[k] for k in keys if k in options},
+                    )  # fmt: skip
+                except Exception as exc:
+                    summary.failed += 1
+                    entry = _entry(item, "failed", error=exc)
+                else:
+                    h, w = report["image_shape"][:2]
+                    summary.done += 1
+                    summary.megapixels += h * w / 1e6
+                    summary.add_stages(report["timings_s"])
+                    entry = _entry(item, "done", outputs=report["outputs"], timings=report["timings_s"], report=report)
+            log.record(_manifest_line(entry))
+            if entry["status"] == "done" and on_written:
+                on_written(item)
+            if on_result:
+                on_result(entry)
+    finally:
+        log.close()
+        summary.wall_s += time.perf_counter() - start
+    return summary
+
+
+def zarr_inputs(inputs, out_dir: Path | None) -> tuple[list, list]:
+    """Split the command line's inputs into Zarr folders (each one image, as :class:`gpuseg.batch.Item`
+    whose stem drops ``.zarr``) and the rest (files, folders and patterns)."""
+    from gpuseg.batch import Item
+    from gpuseg.lazy_read import ZARR_SUFFIXES, _looks_like_zarr
+
+    items, rest = [], []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir() and (str(path).lower().rstrip("/").endswith(ZARR_SUFFIXES) or _looks_like_zarr(path)):
+            name = path.name
+            for suffix in sorted(ZARR_SUFFIXES, key=len, reverse=True):
+                if name.lower().endswith(suffix):
+                    name = name[: -len(suffix)]
+                    break
+            items.append(Item(path, (out_dir if out_dir is not None else path.parent) / name))
+        else:
+            rest.append(text)
+    return items, rest
+
+
+def needs_chunks(path, options: dict[str, Any]) -> bool:
+    """Would this image not fit in memory whole, and can it be read a window at a time (TIFF, Zarr)?"""
+    from gpuseg.errors import GpusegError, MemoryLimitError
+    from gpuseg.io import DEFAULT_MAX_PIXELS, read_header
+    from gpuseg.lazy_read import is_lazy_path
+    from gpuseg.pipeline import check_run_memory
+
+    if not is_lazy_path(path):
+        return False
+    try:
+        if Path(path).is_dir() or read_header(path).pixels > options.get("max_pixels", DEFAULT_MAX_PIXELS):
+            return True
+        check_run_memory(
+            path, color=options["color"], xy_scale=options["xy_scale"], max_memory=options.get("max_memory")
+        )
+    except MemoryLimitError:
+        return True
+    except (GpusegError, OSError, ValueError):  # its run will say what is wrong
+        return False
+    return False
