@@ -57,7 +57,7 @@ def _import_distributed():
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Any]:
+def dask_client(scheduler: str, *, timeout: float | None = None) -> Iterator[Any]:
     """A ``distributed.Client`` for a scheduler string (see the module's docstring); a cluster it starts is
     closed on the way out.
 
@@ -66,22 +66,24 @@ def dask_client(scheduler: str, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterat
     ValueError
         A scheduler string of no known form.
     GpusegError
-        Dask (or dask-cuda) is not installed, or the scheduler cannot be reached within ``timeout`` seconds.
+        Dask (or dask-cuda) is not installed, or the scheduler cannot be reached within ``timeout`` seconds
+        (default CONNECT_TIMEOUT_S).
     """
     kind, arg = parse_scheduler(scheduler)
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     distributed = _import_distributed()
     cluster = None
     if kind == "local":
         workers = arg or os.cpu_count() or 1
         cluster = distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
     elif kind == "local-cuda":
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError:
             raise GpusegError("scheduler 'local-cuda' needs dask-cuda: pip install 'gpuseg[gpu]'") from None
-        cluster = LocalCUDACluster(dashboard_address=None)
+        cluster = LocalCUDACluster(dashboard_address=":0")
     try:
         if cluster is not None:
             client = distributed.Client(cluster)

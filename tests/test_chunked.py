@@ -185,3 +185,34 @@ def test_a_failing_chunk_leaves_no_output_behind(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         segment_chunked(image, tmp_path / "scene", chunk=40, eps=0.055, min_samples=20, xy_scale=0.01)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_command_line_chunked_runs_and_clear_errors(tmp_path):
+    import tifffile
+    import zarr
+    from typer.testing import CliRunner
+
+    from gpuseg.cli import app
+
+    runner = CliRunner()
+    image, _ = shapes_image(120, 160, seed=4)
+    tifffile.imwrite(tmp_path / "a.tif", image, tile=(32, 32))
+    zarr.create_array(tmp_path / "b.zarr", shape=image.shape, chunks=(40, 40, 3), dtype="uint8")[...] = image
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "a.tif"), str(tmp_path / "b.zarr"), "--out-dir", str(out), "--color", "rgb"]
+    result = runner.invoke(app, [*args, "--chunk", "40", "--json"])
+    assert result.exit_code == 0, result.output
+    expected = segment(image, device="cpu", color="rgb").labels
+    for stem in ("a", "b"):
+        assert np.array_equal(read_labels(out / f"{stem}.labels.zarr"), expected)
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["status"] for line in lines) == ["done", "done"]
+    again = runner.invoke(app, [*args, "--chunk", "40"])
+    assert again.exit_code == 1 and "exists" in again.output
+    small = runner.invoke(app, [*args, "--chunk", "4", "--overwrite"])
+    assert small.exit_code == 1 and "smaller than the halo needs" in small.output and "Traceback" not in small.output
+    bad = runner.invoke(app, ["segment", str(tmp_path / "a.tif"), "--scheduler", "everywhere"])
+    assert bad.exit_code == 2 and "local, local:N, local-cuda or tcp://HOST:PORT" in bad.output
+    zarr.create_array(tmp_path / "cube.zarr", shape=(2, 3, 4, 5), dtype="uint8")
+    cube = runner.invoke(app, ["segment", str(tmp_path / "cube.zarr"), "--out-dir", str(tmp_path / "o2")])
+    assert cube.exit_code == 1 and "not an image" in cube.output and "Traceback" not in cube.output
