@@ -537,15 +537,24 @@ def cluster_chunked(
     shared = runner.share(source)
     merge_seconds: dict[str, float] = {}
     if spec.xy_scale is not None:
-        tables = [runner.submit(seams, shared, spec, box) for box in boxes]
         pair_keys = spec.neighbour_pairs()
-        pair_handles = [runner.submit(seam_pairs, tables[a], tables[b]) for a, b in pair_keys]
-        firsts = [runner.submit(_first_cores, t) for t in tables]
+        partners: dict[int, list[int]] = {}
+        last_use = {k: k for k in range(len(boxes))}
+        for a, b in pair_keys:  # always a < b: a chunk's table is done with once its last partner's is made
+            partners.setdefault(b, []).append(a)
+            last_use[a] = max(last_use[a], b)
+        tables, pair_handles, firsts, timed = {}, {}, [], []
+        for k, box in enumerate(boxes):  # row by row: only about a row of chunk tables is held at once
+            tables[k] = runner.submit(seams, shared, spec, box)
+            firsts.append(runner.submit(_first_cores, tables[k]))
+            timed.append(runner.submit(_seconds_of, tables[k]))
+            for a in partners.get(k, []):
+                pair_handles[(a, k)] = runner.submit(seam_pairs, tables[a], tables[k])
+            runner.release([tables.pop(a) for a in [a for a in tables if last_use[a] <= k]])
         first_cores = runner.gather(firsts)
-        stage_seconds = runner.gather([runner.submit(_seconds_of, t) for t in tables])
-        pairs = dict(zip(pair_keys, runner.gather(pair_handles), strict=True))
-        runner.release(tables + pair_handles + firsts)
-        del tables
+        stage_seconds = runner.gather(timed)
+        pairs = dict(zip(pair_handles, runner.gather(list(pair_handles.values())), strict=True))
+        runner.release(list(pair_handles.values()) + firsts + timed)
         began = time.perf_counter()
         numbers = number_nodes(first_cores, pairs)
         merge_seconds["merge"] = time.perf_counter() - began
