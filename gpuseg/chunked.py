@@ -176,7 +176,7 @@ def _run_window(source: LazyImage, spec: ChunkSpec, box) -> _WindowRun:
         tile_rows=wy1 - wy0,
     )
     seconds["features"] = time.perf_counter() - began
-    job = Job(features, spec.eps, spec.min_samples, None, Device("cpu", "cpu"))
+    job = Job(features, spec.eps, spec.min_samples, None, Device("cpu", "cpu"), stop=_STOP)
     job.sub_seconds = seconds
     dy, dx = stencil(spec.eps, s, spec.height, spec.width)  # the whole image's stencil (its slack too)
     stages = CpuStages(job, dy, dx)
@@ -450,13 +450,24 @@ def label_colour_chunk(
 # ----------------------------------------------------------------------------------------- the driver
 
 
+_STOP = np.zeros(1, dtype=np.bool_)
+"""The stop flag of the chunk kernels of this process: set when the calling thread is interrupted (Ctrl-C), so
+that the chunk being clustered ends at its next row; never set on a Dask worker."""
+
+
 class LocalRunner:
-    """Runs chunk tasks one after the other in this process (the same functions Dask runs on workers)."""
+    """Runs chunk tasks one after the other in this process (the same functions Dask runs on workers), each in
+    gpuseg's compute thread so that Ctrl-C stops a run at once (:func:`gpuseg.interrupts.call_interruptibly`)."""
 
     workers = 0
 
+    def __init__(self):
+        _STOP[0] = False
+
     def submit(self, fn, *args):
-        return fn(*args)
+        from gpuseg.interrupts import call_interruptibly
+
+        return call_interruptibly(lambda: fn(*args), _STOP)
 
     def gather(self, handles):
         return list(handles)

@@ -174,15 +174,16 @@ def test_outputs_and_report_of_a_chunked_run(tmp_path):
     assert json.loads((tmp_path / "scene.json").read_text())["chunking"]["chunk"] == 60
 
 
-def test_a_failing_chunk_leaves_no_output_behind(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error", [RuntimeError("disk full"), KeyboardInterrupt()])
+def test_a_failing_or_interrupted_chunk_leaves_no_output_behind(tmp_path, monkeypatch, error):
     import gpuseg.chunked as chunked
 
     def fail(*args):
-        raise RuntimeError("disk full")
+        raise error
 
     monkeypatch.setattr(chunked, "label_chunk", fail)
     image, _ = shapes_image(100, 100, seed=2)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(type(error)):
         segment_chunked(image, tmp_path / "scene", chunk=40, eps=0.055, min_samples=20, xy_scale=0.01)
     assert list(tmp_path.iterdir()) == []
 
