@@ -840,7 +840,7 @@ def segment_chunked_many(
     """:func:`segment_chunked` for each of ``items`` (:class:`gpuseg.batch.Item`), one after the other (the
     chunks of each run on ``client``'s workers when given), with a manifest line per image and a
     :class:`gpuseg.batch.Summary` (``summary``, added to, when given)."""
-    from gpuseg.batch import Manifest, Summary, _entry, _manifest_line
+    from gpuseg.batch import Manifest, Summary, _entry, _manifest_line, done_entry
 
     summary = summary or Summary()
     summary.images += 0 if summary.images else len(items)
@@ -862,11 +862,7 @@ def segment_chunked_many(
                     summary.failed += 1
                     entry = _entry(item, "failed", error=exc)
                 else:
-                    h, w = report["image_shape"][:2]
-                    summary.done += 1
-                    summary.megapixels += h * w / 1e6
-                    summary.add_stages(report["timings_s"])
-                    entry = _entry(item, "done", outputs=report["outputs"], timings=report["timings_s"], report=report)
+                    entry = done_entry(item, report, summary)
             log.record(_manifest_line(entry))
             if entry["status"] == "done" and on_written:
                 on_written(item)

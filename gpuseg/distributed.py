@@ -174,7 +174,7 @@ def segment_many_distributed(
     -------
     gpuseg.batch.Summary
     """
-    from gpuseg.batch import Manifest, Summary, _entry, _manifest_line, output_set_complete
+    from gpuseg.batch import Manifest, Summary, _entry, _manifest_line, done_entry, output_set_complete
     from gpuseg.pipeline import output_paths
 
     distributed = _import_distributed()
@@ -208,11 +208,7 @@ def segment_many_distributed(
                 summary.failed += 1
                 entry = _entry(item, "failed", error=exc)
             else:
-                h, w = report["image_shape"][:2]
-                summary.done += 1
-                summary.megapixels += h * w / 1e6
-                summary.add_stages(report["timings_s"])
-                entry = _entry(item, "done", outputs=report["outputs"], timings=report["timings_s"], report=report)
+                entry = done_entry(item, report, summary)
             log.record(_manifest_line(entry))
             if entry["status"] == "done" and on_written:
                 on_written(item)
