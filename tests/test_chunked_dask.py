@@ -90,26 +90,31 @@ def test_a_folder_on_the_cluster_gives_the_same_outputs_as_without(tmp_path, cli
     assert sorted(line["source"] for line in lines) == sorted(str(i.source) for i in on_cluster.items)
 
 
-def test_a_worker_killed_mid_run_loses_nothing(tmp_path, client):
-    write_folder(tmp_path / "in", 8, size=(300, 400))
-    found = expand_inputs([tmp_path / "in"], tmp_path / "out")
-    manifest = tmp_path / "out" / "manifest.jsonl"
-    killed = []
+def kill_a_busy_worker(client, killed: list, after: float = 0.2) -> threading.Thread:
+    """A thread that SIGKILLs the process of the first worker seen running a task, ``after`` seconds into it."""
 
-    def kill_a_busy_worker():
+    def kill():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
             busy = [w for w, tasks in client.processing().items() if tasks]
             if busy:
-                pids = client.run(os.getpid, workers=busy[:1])
-                pid = next(iter(pids.values()))
-                time.sleep(0.2)  # into the image's work
+                pid = next(iter(client.run(os.getpid, workers=busy[:1]).values()))
+                time.sleep(after)
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
             time.sleep(0.05)
 
-    killer = threading.Thread(target=kill_a_busy_worker)
-    killer.start()
+    thread = threading.Thread(target=kill)
+    thread.start()
+    return thread
+
+
+def test_a_worker_killed_mid_run_loses_nothing(tmp_path, client):
+    write_folder(tmp_path / "in", 8, size=(300, 400))
+    found = expand_inputs([tmp_path / "in"], tmp_path / "out")
+    manifest = tmp_path / "out" / "manifest.jsonl"
+    killed: list = []
+    killer = kill_a_busy_worker(client, killed)
     summary = segment_many_distributed(found.items, client=client, options=OPTIONS, manifest=manifest)
     killer.join()
     assert killed, "no worker was killed"
@@ -125,6 +130,19 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, client):
     first = found.items[0]
     expected = segment(first.source, device="cpu", eps=0.055, min_samples=20, color="lab", xy_scale=0.01).labels
     assert np.array_equal(np.load(first.stem.with_name(first.stem.name + ".labels.npy")), expected)
+
+
+def test_a_worker_killed_mid_chunked_run_changes_no_label(tmp_path, client):
+    image, _ = shapes_image(360, 480, seed=11)
+    options = dict(eps=0.055, min_samples=20, color="rgb", xy_scale=0.01)
+    expected = segment(image, device="cpu", **options).labels
+    killed: list = []
+    killer = kill_a_busy_worker(client, killed, after=0.05)
+    segment_chunked(image, tmp_path / "scene", chunk=40, client=client, **options)
+    killer.join()
+    assert killed, "no worker was killed"
+    assert np.array_equal(read_labels(tmp_path / "scene.labels.zarr"), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.json", "scene.labels.zarr", "scene.overview.jpg"]
 
 
 def test_scheduler_strings():
