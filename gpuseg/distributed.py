@@ -183,7 +183,6 @@ def segment_many_distributed(
     start = time.perf_counter()
     since = time.time() - 1.0
     futures: dict[Any, Any] = {}
-    options = {k: v for k, v in options.items()}
     try:
         for item in items:
             if skip_existing and output_set_complete(item.stem, pictures, picture_format, explain):
