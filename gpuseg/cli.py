@@ -335,6 +335,10 @@ def segment(
         **({"truth": truth} if truth is not None else {}),
     )
     chunked = _chunked_items(found, zarr_items, chunk, options)
+    if chunked and (explain or truth is not None):
+        _err(f"{chunked[0].source} is segmented in chunks, which write labels and an overview only: --explain and "
+             "--truth need the whole image in memory")  # fmt: skip
+        raise typer.Exit(2)
     if not (overwrite or skip_existing):
         _refuse_existing(found.items, pictures, pictures_format, explain)
         _refuse_existing_chunked(chunked, pictures_format)
