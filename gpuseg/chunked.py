@@ -842,8 +842,9 @@ def segment_chunked_many(
     :class:`gpuseg.batch.Summary` (``summary``, added to, when given)."""
     from gpuseg.batch import Manifest, Summary, _entry, _manifest_line, done_entry
 
-    summary = summary or Summary()
-    summary.images += 0 if summary.images else len(items)
+    if summary is None:
+        summary = Summary()
+    summary.images += len(items)
     log = Manifest(manifest)
     start = time.perf_counter()
     keys = ("eps", "min_samples", "color", "alpha", "xy_scale", "device", "engine", "max_pixels")

@@ -306,7 +306,7 @@ def segment(
         _check_scheduler(scheduler)
     zarr_items, images = _zarr_inputs(images, out_dir)
     try:
-        found = expand_inputs(images, out_dir, recursive) if images else expand_inputs([], out_dir)
+        found = expand_inputs(images, out_dir, recursive)
     except FileNotFoundError as exc:
         _err(str(exc))
         raise typer.Exit(2) from None
@@ -369,7 +369,6 @@ def segment(
                 overwrite=overwrite, skip_existing=skip_existing, manifest=manifest, on_result=run._on_result,
                 on_written=run.written.append, summary=summary,
             )  # fmt: skip
-            summary.images = len(found.items) + len(chunked)
     run.close(summary)
     if summary.failed:
         raise typer.Exit(1)

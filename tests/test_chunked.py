@@ -203,6 +203,8 @@ def test_command_line_chunked_runs_and_clear_errors(tmp_path):
     args = ["segment", str(tmp_path / "a.tif"), str(tmp_path / "b.zarr"), "--out-dir", str(out), "--color", "rgb"]
     result = runner.invoke(app, [*args, "--chunk", "40", "--json"])
     assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["summary"]
+    assert (summary["images"], summary["done"]) == (2, 2)
     expected = segment(image, device="cpu", color="rgb").labels
     for stem in ("a", "b"):
         assert np.array_equal(read_labels(out / f"{stem}.labels.zarr"), expected)
