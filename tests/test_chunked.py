@@ -221,3 +221,18 @@ def test_command_line_chunked_runs_and_clear_errors(tmp_path):
     zarr.create_array(tmp_path / "cube.zarr", shape=(2, 3, 4, 5), dtype="uint8")
     cube = runner.invoke(app, ["segment", str(tmp_path / "cube.zarr"), "--out-dir", str(tmp_path / "o2")])
     assert cube.exit_code == 1 and "not an image" in cube.output and "Traceback" not in cube.output
+
+
+def test_tiff_layouts_are_read_as_rgb_windows(tmp_path, rng):
+    import tifffile
+
+    planes = rng.integers(0, 256, (3, 70, 90), dtype=np.uint8)
+    rgb = planes.transpose(1, 2, 0)
+    tifffile.imwrite(tmp_path / "planes.ome.tif", planes, tile=(32, 32), metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "separate.tif", planes, photometric="rgb", planarconfig="separate", tile=(32, 32))
+    tifffile.imwrite(tmp_path / "grey.tif", planes[0], tile=(32, 32))
+    for name in ("planes.ome.tif", "separate.tif"):
+        source = open_lazy(tmp_path / name)
+        assert source.image_shape == (70, 90, 3) and np.array_equal(source.read(5, 40, 7, 60), rgb[5:40, 7:60])
+    grey = open_lazy(tmp_path / "grey.tif")
+    assert grey.shape == (70, 90) and np.array_equal(grey.read(0, 70, 0, 90), planes[0])
