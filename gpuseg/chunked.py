@@ -21,6 +21,10 @@ Colour + position (the grid engine's stencil of radius r = floor(eps / xy_scale)
    the smallest number among the cores within eps (the grid engine's border stage over C + r); the chunk is
    written into the labels' Zarr array.
 
+The tasks run in waves (steps 1, 2 and 4), each gathered before the next; what they share goes through
+files beside the labels (the seam tables, the colour table, an image given as an array), never through a
+worker's memory, so a worker that dies costs only its own tasks, which Dask runs again.
+
 Colour only: per chunk, its distinct colours with their counts and first global index (``colour_table``);
 one merged table (counts summed, first index the smallest), clustered once as weighted samples in order of
 first index (so clusters keep scikit-learn's numbering); then each chunk maps its pixels through the table
@@ -29,6 +33,7 @@ first index (so clusters keep scikit-learn's numbering); then each chunk maps it
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -246,6 +251,28 @@ def seam_pairs(a: SeamTable, b: SeamTable) -> np.ndarray:
     return np.stack(np.divmod(key, max(b.n_components, 1)), axis=1)
 
 
+def seams_to_file(source: LazyImage, spec: ChunkSpec, box, path: str) -> SeamTable:
+    """Step 1 as a task: the chunk's table saved at ``path`` (atomically: a rerun after a dead worker replaces
+    it whole), and only its small part returned (first core index of each component, seconds)."""
+    table = seams(source, spec, box)
+    tmp = f"{path}.{os.urandom(4).hex()}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, index=table.index, component=table.component, first_core=table.first_core)
+    os.replace(tmp, path)
+    none = np.zeros(0, dtype=np.int64)
+    return SeamTable(none, none, table.first_core, table.seconds)
+
+
+def seam_pairs_of_files(path_a: str, path_b: str) -> np.ndarray:
+    """Step 2 as a task, on two tables saved by :func:`seams_to_file`."""
+
+    def load(path):
+        with np.load(path) as f:
+            return SeamTable(f["index"], f["component"], f["first_core"])
+
+    return seam_pairs(load(path_a), load(path_b))
+
+
 def number_nodes(first_cores: list[np.ndarray], pairs: dict[tuple[int, int], np.ndarray]) -> list[np.ndarray]:
     """Step 3: the cluster number of every local component of every chunk.
 
@@ -428,11 +455,11 @@ def _key_values(keys: np.ndarray, probe) -> np.ndarray:
     return probe.lut[codes.astype(np.int64)]
 
 
-def label_colour_chunk(
-    source: LazyImage, spec: ChunkSpec, box, table: ColourLabels, store: str, step: int
-) -> ChunkOutcome:
-    """Colour only, step 3 for one chunk: each sample takes its colour's cluster number; written to ``store``."""
+def label_colour_chunk(source: LazyImage, spec: ChunkSpec, box, table: str, store: str, step: int) -> ChunkOutcome:
+    """Colour only, step 3 for one chunk: each sample takes its colour's cluster number (from the merged table
+    saved at ``table``); written to ``store``."""
     began = time.perf_counter()
+    table = _load_colour_labels(table)
     keys, mask, _ = _colour_keys(source, spec, box)
     y0, y1, x0, x1 = box
     own = np.full((y1 - y0) * (x1 - x0), -1, dtype=np.int64)
@@ -445,6 +472,20 @@ def label_colour_chunk(
         own[mask.reshape(-1)] = values
     seconds = {"map": time.perf_counter() - began}
     return _finish_chunk(source, box, own.reshape(y1 - y0, x1 - x0), samples, store, step, seconds)
+
+
+def _save_colour_labels(table: ColourLabels, path: Path) -> str:
+    with open(path, "wb") as f:
+        np.save(f, table.keys)
+        np.save(f, table.labels)
+    return str(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_colour_labels(path: str) -> ColourLabels:
+    """The merged table, read once per process (a worker labels many chunks with it)."""
+    with open(path, "rb") as f:
+        return ColourLabels(np.load(f), np.load(f))
 
 
 # ----------------------------------------------------------------------------------------- the driver
@@ -472,16 +513,11 @@ class LocalRunner:
     def gather(self, handles):
         return list(handles)
 
-    def share(self, value):
-        return value
-
-    def release(self, handles) -> None:
-        pass
-
 
 class DaskRunner:
-    """Runs chunk tasks on a Dask cluster: results stay on the workers until gathered; tasks are retried when
-    a worker dies (every task is a pure function of its inputs, and a chunk's write is idempotent)."""
+    """Runs chunk tasks on a Dask cluster, in waves gathered before the next (their inputs are files, never a
+    worker's results); a task whose worker dies is run again elsewhere (every task is a pure function of its
+    inputs, and its writes are atomic or idempotent)."""
 
     def __init__(self, client, retries: int = 3):
         self.client, self.retries = client, retries
@@ -495,17 +531,6 @@ class DaskRunner:
 
     def gather(self, handles):
         return self.client.gather(list(handles))
-
-    def share(self, value):
-        """A value every task reads, sent to each worker once: an image held in memory, the colour table (a
-        file-backed image travels as its path)."""
-        if isinstance(value, LazyImage) and value.kind != "array":
-            return value
-        return self.client.scatter(value, broadcast=True, hash=False)
-
-    def release(self, handles) -> None:
-        for h in handles:
-            h.release()
 
 
 @dataclass
@@ -545,52 +570,50 @@ def cluster_chunked(
     )
     step = max(1, math.ceil(max(spec.height, spec.width) / OVERVIEW_SIDE))
     boxes = spec.boxes()
-    shared = runner.share(source)
     merge_seconds: dict[str, float] = {}
-    if spec.xy_scale is not None:
-        pair_keys = spec.neighbour_pairs()
-        partners: dict[int, list[int]] = {}
-        last_use = {k: k for k in range(len(boxes))}
-        for a, b in pair_keys:  # always a < b: a chunk's table is done with once its last partner's is made
-            partners.setdefault(b, []).append(a)
-            last_use[a] = max(last_use[a], b)
-        tables, pair_handles, firsts, timed = {}, {}, [], []
-        for k, box in enumerate(boxes):  # row by row: only about a row of chunk tables is held at once
-            tables[k] = runner.submit(seams, shared, spec, box)
-            firsts.append(runner.submit(_first_cores, tables[k]))
-            timed.append(runner.submit(_seconds_of, tables[k]))
-            for a in partners.get(k, []):
-                pair_handles[(a, k)] = runner.submit(seam_pairs, tables[a], tables[k])
-            runner.release([tables.pop(a) for a in [a for a in tables if last_use[a] <= k]])
-        first_cores = runner.gather(firsts)
-        stage_seconds = runner.gather(timed)
-        pairs = dict(zip(pair_handles, runner.gather(list(pair_handles.values())), strict=True))
-        runner.release(list(pair_handles.values()) + firsts + timed)
-        began = time.perf_counter()
-        numbers = number_nodes(first_cores, pairs)
-        merge_seconds["merge"] = time.perf_counter() - began
-        outcomes = runner.gather(
-            [
-                runner.submit(label_chunk, shared, spec, box, nums, store, step)
-                for box, nums in zip(boxes, numbers, strict=True)
-            ]
-        )
-        engine_name = "grid"
-    else:
-        from gpuseg.features import build_features
+    # what tasks share goes to files beside the store, not through the scheduler: no task's input is then a
+    # result held by a worker that may die, and neither the caller nor a worker holds more than it needs
+    work = Path(store).parent / f".{Path(store).name.lstrip('.')}.{os.urandom(4).hex()}.work"
+    work.mkdir()
+    try:
+        if client is not None and source.kind == "array":  # an image in memory: the workers read it as Zarr
+            source = _array_to_zarr(source, work / "image.zarr", spec.chunk)
+        if spec.xy_scale is not None:
+            paths = [str(work / f"seams-{k}.npz") for k in range(len(boxes))]
+            small = runner.gather(
+                [runner.submit(seams_to_file, source, spec, box, path) for box, path in zip(boxes, paths, strict=True)]
+            )
+            stage_seconds = [t.seconds for t in small]
+            pair_keys = spec.neighbour_pairs()
+            found = runner.gather([runner.submit(seam_pairs_of_files, paths[a], paths[b]) for a, b in pair_keys])
+            began = time.perf_counter()
+            numbers = number_nodes([t.first_core for t in small], dict(zip(pair_keys, found, strict=True)))
+            merge_seconds["merge"] = time.perf_counter() - began
+            outcomes = runner.gather(
+                [
+                    runner.submit(label_chunk, source, spec, box, nums, store, step)
+                    for box, nums in zip(boxes, numbers, strict=True)
+                ]
+            )
+            engine_name = "grid"
+        else:
+            from gpuseg.features import build_features
 
-        tables = runner.gather([runner.submit(colour_table, shared, spec, box) for box in boxes])
-        stage_seconds = [t.seconds for t in tables]
-        began = time.perf_counter()
-        probe = build_features(source.read(0, 1, 0, 1), color=spec.color, alpha=spec.alpha, xy_scale=None)
-        table, run = cluster_colour_tables(tables, probe, spec, device, engine)
-        del tables
-        merge_seconds["cluster_table"] = time.perf_counter() - began
-        shared_table = runner.share(table)
-        outcomes = runner.gather(
-            [runner.submit(label_colour_chunk, shared, spec, box, shared_table, store, step) for box in boxes]
-        )
-        engine_name = run.engine
+            tables = runner.gather([runner.submit(colour_table, source, spec, box) for box in boxes])
+            stage_seconds = [t.seconds for t in tables]
+            began = time.perf_counter()
+            probe = build_features(source.read(0, 1, 0, 1), color=spec.color, alpha=spec.alpha, xy_scale=None)
+            table, run = cluster_colour_tables(tables, probe, spec, device, engine)
+            del tables
+            table_path = _save_colour_labels(table, work / "colours.npy")
+            del table
+            merge_seconds["cluster_table"] = time.perf_counter() - began
+            outcomes = runner.gather(
+                [runner.submit(label_colour_chunk, source, spec, box, table_path, store, step) for box in boxes]
+            )
+            engine_name = run.engine
+    finally:
+        remove_tree(work)
     seconds: dict[str, float] = dict(merge_seconds)
     for part in [*stage_seconds, *(o.seconds for o in outcomes)]:
         for name, value in part.items():
@@ -621,12 +644,16 @@ def cluster_chunked(
     )
 
 
-def _first_cores(table: SeamTable) -> np.ndarray:
-    return table.first_core
+def _array_to_zarr(source: LazyImage, path: Path, chunk: int) -> LazyImage:
+    import zarr
 
+    from gpuseg.lazy_read import open_lazy
 
-def _seconds_of(table) -> dict[str, float]:
-    return table.seconds
+    array = source.array
+    zarr.create_array(str(path), shape=array.shape, chunks=(chunk, chunk, *array.shape[2:]), dtype=array.dtype)[...] = (
+        array
+    )
+    return open_lazy(path)
 
 
 def read_labels(store: str | os.PathLike[str]) -> np.ndarray:
