@@ -49,9 +49,16 @@ def write_folder(folder, n: int, size=(150, 200)):
 @pytest.mark.parametrize(
     ("xy_scale", "chunk", "color"), [(0.01, 48, "lab"), (0.02, 64, "rgb"), (0, 50, "rgb"), (0, 100, "lab")]
 )
-def test_chunked_labels_on_two_workers_equal_in_memory_labels(tmp_path, client, xy_scale, chunk, color):
-    image, _ = shapes_image(200, 300, seed=7)
-    options = dict(eps=0.055, min_samples=20, color=color, xy_scale=xy_scale)
+@pytest.mark.parametrize("scene", ["shapes", "blocks"])
+def test_chunked_labels_on_two_workers_equal_in_memory_labels(tmp_path, client, xy_scale, chunk, color, scene):
+    if scene == "shapes":  # large regions: clusters cross many seams
+        image, _ = shapes_image(200, 300, seed=7)
+    else:  # small noisy blocks: many clusters, borders and noise at the seams
+        rng = np.random.default_rng(5)
+        blocks = rng.integers(0, 256, (200 // 7 + 1, 300 // 7 + 1, 3))
+        image = np.repeat(np.repeat(blocks, 7, 0), 7, 1)[:200, :300]
+        image = np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+    options = dict(eps=0.055, min_samples=20 if scene == "shapes" else 8, color=color, xy_scale=xy_scale)
     expected = segment(image, device="cpu", **options).labels
     tiff = tmp_path / "scene.tif"
     import tifffile
