@@ -398,12 +398,19 @@ def _record(item: Item, future: Future, summary: Summary, on_result) -> None:
         if on_result:
             on_result(_entry(item, "failed", error=exc))
         return
+    entry = done_entry(item, report, summary)
+    if on_result:
+        on_result(entry)
+
+
+def done_entry(item: Item, report: dict[str, Any], summary: Summary) -> dict[str, Any]:
+    """Count a finished image in ``summary`` (its megapixels and stage seconds); its entry for the manifest
+    and ``on_result``."""
     h, w = report["image_shape"][:2]
     summary.done += 1
     summary.megapixels += h * w / 1e6
     summary.add_stages(report["timings_s"])
-    if on_result:
-        on_result(_entry(item, "done", outputs=report["outputs"], timings=report["timings_s"], report=report))
+    return _entry(item, "done", outputs=report["outputs"], timings=report["timings_s"], report=report)
 
 
 def _record_failure(item: Item, exc: BaseException, summary: Summary, log: Manifest, on_result) -> None:

@@ -56,7 +56,7 @@ def _err(message: str) -> None:
 
 _PARAMETER = re.compile(
     r"\b(eps|min_samples|xy_scale|device|engine|overwrite|max_pixels|max_memory|color|alpha|target_noise|noise"
-    r"|min_region)=('?)([^'\s,;)]*)\2"
+    r"|min_region|chunk|scheduler)=('?)([^'\s,;)]*)\2"
 )
 
 
@@ -319,11 +319,28 @@ def segment(
     truth: Annotated[
         Optional[Path], typer.Option("--truth", help="Ground-truth label image: adds ARI and VI to the report.")
     ] = None,
+    scheduler: Annotated[
+        Optional[str],
+        typer.Option(
+            "--scheduler",
+            help="Run on Dask: local[:N] (N worker processes), local-cuda (a worker per GPU) or tcp://HOST:PORT.",
+        ),
+    ] = None,
+    chunk: Annotated[
+        Optional[int],
+        typer.Option(
+            "--chunk",
+            min=1,
+            help="Segment each image in chunks of N pixels a side, exactly (labels as <stem>.labels.zarr); "
+            "automatic for a TIFF or Zarr that would not fit in memory.",
+        ),
+    ] = None,
 ) -> None:
     """Segment images: writes <stem>.labels.npy, .labels.png, the pictures asked for and .json per image.
 
     Images stream through decoding, clustering and writing at once; with --out-dir, manifest.jsonl gets a
-    line per image as it finishes, and a summary ends the run.
+    line per image as it finishes, and a summary ends the run. Images segmented in chunks (--chunk, or too
+    large for memory) write <stem>.labels.zarr, .overview.<format> and .json instead.
     """
     from gpuseg.batch import MANIFEST, expand_inputs
     from gpuseg.pictures import PICTURES
@@ -336,11 +353,15 @@ def segment(
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         _err(f"--out-dir {str(out_dir)!r} is a file: give a folder (it is created if missing)")
         raise typer.Exit(2)
+    if scheduler is not None:
+        _check_scheduler(scheduler)
+    zarr_items, images = _zarr_inputs(images, out_dir)
     try:
         found = expand_inputs(images, out_dir, recursive)
     except FileNotFoundError as exc:
         _err(str(exc))
         raise typer.Exit(2) from None
+    found.items.extend(zarr_items)
     if not found.items:
         hint = "" if recursive else "; --recursive for subfolders"
         _err(f"no images in {', '.join(images)} ({found.not_images} other file(s) passed over{hint})")
@@ -353,8 +374,6 @@ def segment(
         raise typer.Exit(2)
     _check_stems(found.items)
     pictures_format = picture_format.value
-    if not (overwrite or skip_existing):
-        _refuse_existing(found.items, pictures, pictures_format, explain)
     if out_dir is not None:
         _check_out_dir(out_dir)
     options = dict(
@@ -372,19 +391,45 @@ def segment(
         **({"target_noise": target_noise} if target_noise is not None else {}),
         **({"truth": truth} if truth is not None else {}),
     )
-    run = _BatchRun(len(found.items), as_json, found.expanded)
-    with _command_frame(run.finished), _first_run_notice(), run.progress():
-        summary = run.segment_many(
-            found,
-            options=options,
-            pictures=pictures,
-            picture_format=pictures_format,
-            overwrite=overwrite,
-            skip_existing=skip_existing,
-            jobs=jobs,
-            explain=explain,
-            manifest=out_dir / MANIFEST if out_dir is not None and (found.expanded or len(found.items) > 1) else None,
-        )
+    chunked = _chunked_items(found, zarr_items, chunk, options)
+    if chunked and (explain or truth is not None):
+        _err(f"{chunked[0].source} is segmented in chunks, which write labels and an overview only: --explain and "
+             "--truth need the whole image in memory")  # fmt: skip
+        raise typer.Exit(2)
+    if chunked and (eps == "auto" or noise.value != "keep" or min_region):
+        _err(f"{chunked[0].source} is segmented in chunks, which give DBSCAN's exact labels only: --eps auto, "
+             "--noise fill and --min-region need the whole image in memory; give eps, or a smaller image")  # fmt: skip
+        raise typer.Exit(2)
+    if not (overwrite or skip_existing):
+        _refuse_existing(found.items, pictures, pictures_format, explain)
+        _refuse_existing_chunked(chunked, pictures_format)
+    manifest = (
+        out_dir / MANIFEST if out_dir is not None and (found.expanded or len(found.items) + len(chunked) > 1) else None
+    )
+    run = _BatchRun(len(found.items) + len(chunked), as_json, found.expanded)
+    with _command_frame(run.finished), _first_run_notice(), run.progress(), _scheduler_client(scheduler) as client:
+        summary = None
+        if found.items:
+            summary = run.segment_many(
+                found,
+                options=options,
+                pictures=pictures,
+                picture_format=pictures_format,
+                overwrite=overwrite,
+                skip_existing=skip_existing,
+                jobs=jobs,
+                explain=explain,
+                manifest=manifest,
+                client=client,
+            )
+        if chunked:
+            from gpuseg.chunked import segment_chunked_many
+
+            summary = segment_chunked_many(
+                chunked, options=options, chunk=chunk, client=client, picture_format=pictures_format,
+                overwrite=overwrite, skip_existing=skip_existing, manifest=manifest, on_result=run._on_result,
+                on_written=run.written.append, summary=summary,
+            )  # fmt: skip
     run.close(summary)
     if summary.failed:
         raise typer.Exit(1)
@@ -429,9 +474,21 @@ class _BatchRun:
             self._tables = progress.console if sys.stdout.isatty() else None
             yield
 
-    def segment_many(self, found, **kwargs):
+    def segment_many(self, found, client=None, **kwargs):
         from gpuseg.batch import segment_many
 
+        if client is not None:
+            from gpuseg.distributed import segment_many_distributed
+
+            kwargs.pop("jobs", None)
+            return segment_many_distributed(
+                found.items,
+                client=client,
+                not_images=found.not_images,
+                on_result=self._on_result,
+                on_written=self.written.append,
+                **kwargs,
+            )
         return segment_many(
             found.items,
             not_images=found.not_images,
@@ -499,6 +556,61 @@ def _summary_table(summary: dict):
     stages = ", ".join(f"{k} {format_seconds(v)}" for k, v in summary["stage_s"].items() if v > 0)
     table.add_row("time in stages", stages or "-")
     return table
+
+
+def _check_scheduler(scheduler: str) -> None:
+    """A usage error (exit 2) for a --scheduler of no known form."""
+    from gpuseg.distributed import parse_scheduler
+
+    try:
+        parse_scheduler(scheduler)
+    except ValueError as exc:
+        _err(cli_words(str(exc)))
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def _scheduler_client(scheduler: str | None):
+    """The Dask client of --scheduler (None without one)."""
+    if scheduler is None:
+        yield None
+        return
+    from gpuseg.distributed import dask_client
+
+    with dask_client(scheduler) as client:
+        yield client
+
+
+def _zarr_inputs(images: list[str], out_dir: Path | None):
+    """Zarr folders among the inputs are images (segmented in chunks), not folders of images."""
+    if not any(Path(p).is_dir() for p in images):
+        return [], images
+    from gpuseg.chunked import zarr_inputs
+
+    return zarr_inputs(images, out_dir)
+
+
+def _chunked_items(found, zarr_items: list, chunk: int | None, options: dict) -> list:
+    """The images to segment in chunks (taken out of ``found``): all with --chunk; else Zarr inputs and
+    TIFFs too large for memory."""
+    from gpuseg.chunked import needs_chunks
+
+    if chunk is not None:
+        items, found.items[:] = list(found.items), []
+        return items
+    chunked = [item for item in found.items if item in zarr_items or needs_chunks(item.source, options)]
+    found.items[:] = [item for item in found.items if item not in chunked]
+    return chunked
+
+
+def _refuse_existing_chunked(items, picture_format: str) -> None:
+    from gpuseg.chunked import chunked_output_paths
+
+    for item in items:
+        existing = [p for p in chunked_output_paths(item.stem, picture_format).values() if p.exists()]
+        if existing:
+            _err(f"{existing[0]} exists; pass --skip-existing to do the others, or --overwrite to replace it")
+            raise typer.Exit(1)
 
 
 def _check_out_dir(out_dir: Path) -> None:

@@ -190,7 +190,7 @@ def segment(
         "quality": None if truth is None else _quality(labels, truth, max_pixels),
         "eps_search": None if search is None else search.as_report(),
         "postprocess": post,
-        "warnings": _warnings(summary, features.xy_scale, post, search),
+        "warnings": report_warnings(summary, features.xy_scale, post, search),
     }
     assert tuple(report) == REPORT_KEYS
     return SegmentResult(labels=labels, image=image, features=features, report=report, dbscan_labels=dbscan_labels)
@@ -220,8 +220,12 @@ def check_postprocess(noise: str, min_region: int) -> None:
         raise ValueError(f"min_region={min_region!r} must be an integer >= 0 (pixels; 0 merges nothing)")
 
 
-def _warnings(summary: dict[str, Any], xy_scale: float | None, post: dict[str, Any] | None, search) -> list[str]:
-    """What the report should say about labels that are exact but not a useful segmentation."""
+def report_warnings(
+    summary: dict[str, Any], xy_scale: float | None, post: dict[str, Any] | None = None, search=None
+) -> list[str]:
+    """The report's ``warnings``: what to say about labels that are exact but not a useful segmentation
+    (``summary`` holds ``cluster_sizes`` and ``noise_fraction``; ``post`` and ``search`` are the report's
+    ``postprocess`` and the :class:`~gpuseg.eps_search.EpsSearch`, when there were)."""
     warnings = []
     if search is not None and abs(search.noise_fraction - search.target_noise) > TARGET_MISSED:
         warnings.append(
