@@ -216,6 +216,11 @@ def test_command_line_chunked_runs_and_clear_errors(tmp_path):
     assert small.exit_code == 1 and "smaller than the halo needs" in small.output and "Traceback" not in small.output
     explain = runner.invoke(app, [*args, "--chunk", "40", "--overwrite", "--explain"])
     assert explain.exit_code == 2 and "--explain and --truth need the whole image" in explain.output
+    for extra in (["--noise", "fill"], ["--min-region", "20"], ["--eps", "auto"]):
+        refused = runner.invoke(app, [*args, "--chunk", "40", "--overwrite", *extra], env={"COLUMNS": "200"})
+        assert refused.exit_code == 2 and "--noise fill and --min-region need the whole image" in refused.output
+    report = json.loads((out / "a.json").read_text())
+    assert report["eps_search"] is None and report["postprocess"] is None and report["warnings"] == []
     bad = runner.invoke(app, ["segment", str(tmp_path / "a.tif"), "--scheduler", "everywhere"])
     assert bad.exit_code == 2 and "local, local:N, local-cuda or tcp://HOST:PORT" in bad.output
     zarr.create_array(tmp_path / "cube.zarr", shape=(2, 3, 4, 5), dtype="uint8")
