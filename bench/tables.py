@@ -20,6 +20,7 @@ BATCH = RESULTS / "batch-cpu-xeon-2core" / "batch_images.json"
 SERVE = RESULTS / "serve-cpu-xeon-2core" / "serve_load.json"
 SEGMENTERS = RESULTS / "segmenters-cpu-xeon-2core" / "segmenters.json"
 PAGE = RESULTS / "page-cpu-xeon-2core" / "page.json"
+CHUNKED = RESULTS / "chunked-cpu-xeon-2core"
 
 
 def seconds(s: float) -> str:
@@ -241,6 +242,43 @@ def page_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def chunked_table(folder: Path) -> str:
+    """Large images in chunks and a folder on Dask workers (`bench/chunked.py`)."""
+    tiff = json.loads((folder / "tiff64.json").read_text())["result"]
+    giga = json.loads((folder / "giga.json").read_text())["result"]
+    runs = json.loads((folder / "folder.json").read_text())["result"]
+
+    def side(result: dict) -> str:
+        n = int(round(result["pixels"] ** 0.5))
+        return f"{n}x{n}"
+
+    def chunks(run: dict) -> str:
+        c = run["chunking"]
+        return f"{c['chunks']} chunks of {c['chunk']} px, in one process"
+
+    memory, chunked = tiff["in_memory"], tiff["chunked"]
+    same = "identical" if tiff["identical_labels"] else "DIFFERENT"
+    lines = [
+        "| case | run | wall time | peak RSS | labels |",
+        "| --- | --- | --- | --- | --- |",
+        f"| 64 MP tiled TIFF ({side(tiff)}) | in memory (`segment`) | {seconds(memory['wall_s'])} "
+        f"| {memory['peak_rss_mib']:.0f} MiB | the reference |",
+        f"| 64 MP tiled TIFF ({side(tiff)}) | {chunks(chunked)} | {seconds(chunked['wall_s'])} "
+        f"| {chunked['peak_rss_mib']:.0f} MiB | {same} (peak {tiff['peak_ratio_chunked_to_memory']:.2f}x the "
+        "in-memory run's) |",
+        f"| 1 gigapixel tiled TIFF ({side(giga)}) | {chunks(giga['chunked'])} | {seconds(giga['chunked']['wall_s'])} "
+        f"| {giga['chunked']['peak_rss_mib']:.0f} MiB | {giga['chunked']['n_clusters']} clusters; in memory: refused |",
+    ]
+    one = runs["runs"]["1"]["wall_s"]
+    for workers, run in sorted(runs["runs"].items()):
+        speed = f" ({one / run['wall_s']:.2f}x one worker's speed)" if workers != "1" else ""
+        lines.append(
+            f"| folder of {runs['images']} JPEGs of {runs['megapixels_each']} MP | LocalCluster, {workers} worker(s) "
+            f"| {seconds(run['wall_s'])}{speed} | - | - |"
+        )
+    return "\n".join(lines)
+
+
 def replace_between(path: Path, marker: str, text: str) -> None:
     source = path.read_text()
     pattern = re.compile(rf"(<!-- {marker} -->\n)(?:.*?\n)?(<!-- /{marker} -->)", re.S)
@@ -261,7 +299,8 @@ def main() -> None:
     serve_text = serve_table(SERVE)
     segmenters_text = segmenters_table(SEGMENTERS)
     page_text = page_table(PAGE)
-    print(pipeline_text, batch_text, serve_text, segmenters_text, page_text, sep="\n\n")
+    chunked_text = chunked_table(CHUNKED)
+    print(pipeline_text, batch_text, serve_text, segmenters_text, page_text, chunked_text, sep="\n\n")
     if "--write" in sys.argv:
         replace_between(ROOT / "README.md", "perf-table", readme)
         replace_between(BENCH / "README.md", "cpu-suite", cpu_text)
@@ -272,6 +311,8 @@ def main() -> None:
         replace_between(ROOT / "README.md", "segmenters", segmenters_text)
         replace_between(BENCH / "README.md", "segmenters", segmenters_text)
         replace_between(BENCH / "README.md", "page", page_text)
+        replace_between(ROOT / "README.md", "chunked-table", chunked_text)
+        replace_between(BENCH / "README.md", "chunked-results", chunked_text)
 
 
 if __name__ == "__main__":
