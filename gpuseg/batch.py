@@ -415,8 +415,25 @@ def done_entry(item: Item, report: dict[str, Any], summary: Summary) -> dict[str
 
 def _record_failure(item: Item, exc: BaseException, summary: Summary, log: Manifest, on_result) -> None:
     summary.failed += 1
-    entry = _entry(item, "failed", error=exc)
+    announce(_entry(item, "failed", error=exc), item, log, None, on_result)
+
+
+def settle(item: Item, run: Callable[[], dict[str, Any]], summary: Summary, log: Manifest, on_written, on_result):
+    """Take ``item``'s report from ``run()`` (a task's result, say), count it done or failed in ``summary`` and
+    :func:`announce` it."""
+    try:
+        entry = done_entry(item, run(), summary)
+    except Exception as exc:
+        summary.failed += 1
+        entry = _entry(item, "failed", error=exc)
+    announce(entry, item, log, on_written, on_result)
+
+
+def announce(entry: dict[str, Any], item: Item, log: Manifest, on_written, on_result) -> None:
+    """Append ``entry``'s manifest line, then tell ``on_written`` (a finished image) and ``on_result``."""
     log.record(_manifest_line(entry))
+    if entry["status"] == "done" and on_written:
+        on_written(item)
     if on_result:
         on_result(entry)
 

@@ -870,7 +870,7 @@ def segment_chunked_many(
     """:func:`segment_chunked` for each of ``items`` (:class:`gpuseg.batch.Item`), one after the other (the
     chunks of each run on ``client``'s workers when given), with a manifest line per image and a
     :class:`gpuseg.batch.Summary` (``summary``, added to, when given)."""
-    from gpuseg.batch import Manifest, Summary, _entry, _manifest_line, done_entry
+    from gpuseg.batch import Manifest, Summary, _entry, announce, settle
 
     if summary is None:
         summary = Summary()
@@ -881,24 +881,15 @@ def segment_chunked_many(
     try:
         for item in items:
             if skip_existing and chunked_set_complete(item.stem, picture_format):
-                entry = _entry(item, "skipped", outputs=chunked_output_paths(item.stem, picture_format).values())
                 summary.skipped += 1
-            else:
-                try:
-                    report = segment_chunked(
-                        item.source, item.stem, chunk=chunk, client=client, picture_format=picture_format,
-                        overwrite=overwrite or skip_existing, **{k: options[k] for k in keys if k in options},
-                    )  # fmt: skip
-                except Exception as exc:
-                    summary.failed += 1
-                    entry = _entry(item, "failed", error=exc)
-                else:
-                    entry = done_entry(item, report, summary)
-            log.record(_manifest_line(entry))
-            if entry["status"] == "done" and on_written:
-                on_written(item)
-            if on_result:
-                on_result(entry)
+                outputs = chunked_output_paths(item.stem, picture_format).values()
+                announce(_entry(item, "skipped", outputs=outputs), item, log, on_written, on_result)
+                continue
+            run = functools.partial(
+                segment_chunked, item.source, item.stem, chunk=chunk, client=client, picture_format=picture_format,
+                overwrite=overwrite or skip_existing, **{k: options[k] for k in keys if k in options},
+            )  # fmt: skip
+            settle(item, run, summary, log, on_written, on_result)
     finally:
         log.close()
         summary.wall_s += time.perf_counter() - start

@@ -174,7 +174,7 @@ def segment_many_distributed(
     -------
     gpuseg.batch.Summary
     """
-    from gpuseg.batch import Manifest, Summary, _entry, _manifest_line, done_entry, output_set_complete
+    from gpuseg.batch import Manifest, Summary, _entry, announce, output_set_complete, settle
     from gpuseg.pipeline import output_paths
 
     distributed = _import_distributed()
@@ -186,13 +186,9 @@ def segment_many_distributed(
     try:
         for item in items:
             if skip_existing and output_set_complete(item.stem, pictures, picture_format, explain):
-                entry = _entry(
-                    item, "skipped", outputs=output_paths(item.stem, pictures, explain, picture_format).values()
-                )
                 summary.skipped += 1
-                log.record(_manifest_line(entry))
-                if on_result:
-                    on_result(entry)
+                outputs = output_paths(item.stem, pictures, explain, picture_format).values()
+                announce(_entry(item, "skipped", outputs=outputs), item, log, on_written, on_result)
                 continue
             future = client.submit(
                 segment_image_task, item, options, pictures, picture_format, explain, overwrite or skip_existing,
@@ -200,19 +196,7 @@ def segment_many_distributed(
             )  # fmt: skip
             futures[future] = item
         for future in distributed.as_completed(list(futures)):
-            item = futures.pop(future)
-            try:
-                report = future.result()
-            except Exception as exc:
-                summary.failed += 1
-                entry = _entry(item, "failed", error=exc)
-            else:
-                entry = done_entry(item, report, summary)
-            log.record(_manifest_line(entry))
-            if entry["status"] == "done" and on_written:
-                on_written(item)
-            if on_result:
-                on_result(entry)
+            settle(futures.pop(future), future.result, summary, log, on_written, on_result)
     except BaseException:
         client.cancel(list(futures))
         raise
