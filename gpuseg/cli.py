@@ -208,10 +208,13 @@ def cache_dir() -> Path:
 
 @contextlib.contextmanager
 def _first_run_notice():
-    """Say once per machine (and gpuseg and numba version) that the first run compiles the kernels."""
+    """Say once per machine, gpuseg and numba version and installed copy of gpuseg (numba's cache is keyed by
+    the source files' paths, so a second copy compiles again) that the first run compiles the kernels."""
+    import hashlib
     from importlib import metadata
 
-    marker = cache_dir() / f"kernels-{__version__}-numba-{metadata.version('numba')}.ready"
+    copy = hashlib.sha1(str(Path(__file__).resolve().parent).encode()).hexdigest()[:10]
+    marker = cache_dir() / f"kernels-{__version__}-numba-{metadata.version('numba')}-{copy}.ready"
     first = not marker.exists()
     if first:
         typer.echo(

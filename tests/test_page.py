@@ -80,6 +80,10 @@ def test_a_session_reclusters_with_the_same_labels_as_segment(client, scene):
         f"/v1/sessions/{opened['id']}/segment", params={"noise": "fill", "eps": 0.03, "min_samples": 5}
     ).json()
     assert filled["shown_noise_fraction"] == 0.0 < filled["noise_fraction"]
+    merged = client.get(f"/v1/sessions/{opened['id']}/segment", params={"noise": "fill", "min_region": 300}).json()
+    expected = gpuseg.segment(scene, noise="fill", min_region=300, device="cpu").report
+    assert merged["n_clusters"] == expected["n_clusters"]
+    assert merged["shown_clusters"] == expected["postprocess"]["n_clusters"] < expected["n_clusters"]
 
 
 def test_a_large_image_has_a_preview_clustered_with_the_same_parameters(client):

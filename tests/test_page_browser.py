@@ -132,6 +132,21 @@ def test_other_controls_noise_fill_and_colour_only(server, browser, photo):
     assert "(0.0% after fill)" in by_id(browser, "noise").text
 
     request = by_id(browser, "result").get_attribute("data-request")
+    region = by_id(browser, "min-region")
+    region.clear()
+    region.send_keys("200", Keys.TAB)
+    wait(browser, lambda d: by_id(d, "result").get_attribute("data-request") != request)
+    wait(browser, lambda d: by_id(d, "result").get_attribute("data-state") == "ready")
+    merged = gpuseg.segment(image, noise="fill", min_region=200, device="cpu").report["postprocess"]
+    assert by_id(browser, "merged").text == f"({merged['n_clusters']} after merging)"
+    assert by_id(browser, "command").text.endswith("--noise fill --min-region 200")
+    request = by_id(browser, "result").get_attribute("data-request")
+    region.clear()
+    region.send_keys("0", Keys.TAB)
+    wait(browser, lambda d: by_id(d, "result").get_attribute("data-request") != request)
+    wait(browser, lambda d: by_id(d, "result").get_attribute("data-state") == "ready" and not by_id(d, "merged").text)
+
+    request = by_id(browser, "result").get_attribute("data-request")
     xy = by_id(browser, "xy-scale")
     xy.clear()
     xy.send_keys("0", Keys.TAB)  # colour only: one cluster holds the photo, and the page says so

@@ -55,7 +55,8 @@ class SessionAnswer(models.BaseModel):
 
 
 class PageResult(models.BaseModel):
-    n_clusters: int = Field(description="DBSCAN's clusters (after the noise option: see report)")
+    n_clusters: int = Field(description="DBSCAN's clusters")
+    shown_clusters: int = Field(description="clusters of the labels shown (after min_region)")
     noise_fraction: float = Field(description="DBSCAN's noise fraction (before any fill)")
     shown_noise_fraction: float = Field(description="noise fraction of the labels shown")
     cluster_s: float
@@ -158,12 +159,13 @@ async def segment_session(session_id: str, service: ServiceDep, query: Annotated
         result = segment(image, device=service.settings.device, features=features, **options)
         service.metrics.pixels.inc(result.labels.size)
         report = result.report
-        shown = report["postprocess"]["noise_fraction"] if report["postprocess"] else report["noise_fraction"]
+        shown = report["postprocess"] or report  # the labels shown: after fill and merge, where asked
         labels_png = None
         if not preview:
             labels_png = base64.b64encode(_png_bytes(labels_to_png(result.labels))).decode("ascii")
         return PageResult(
-            n_clusters=report["n_clusters"], noise_fraction=report["noise_fraction"], shown_noise_fraction=shown,
+            n_clusters=report["n_clusters"], shown_clusters=shown["n_clusters"],
+            noise_fraction=report["noise_fraction"], shown_noise_fraction=shown["noise_fraction"],
             cluster_s=report["timings_s"]["cluster"], device=report["device"], engine=report["engine"],
             preview=preview, width=image.shape[1], height=image.shape[0],
             picture="data:image/jpeg;base64," + base64.b64encode(_jpeg(picture(query.view, image, result.labels)))

@@ -3,7 +3,7 @@
 // clustered on its downscaled preview while a control is dragged, and at full resolution when released.
 
 const $ = (id) => document.getElementById(id);
-const controls = ["eps", "min-samples", "color", "xy-scale", "noise-mode", "view"];
+const controls = ["eps", "min-samples", "color", "xy-scale", "noise-mode", "min-region", "view"];
 let session = null; // {id, name, width, height, preview}
 let curve = null; // {knee_eps, k_distances}
 let latest = 0; // number of the newest request; answers to older ones are dropped
@@ -19,6 +19,7 @@ function parameters() {
     color: $("color").value,
     xy_scale: $("xy-scale").value,
     noise: $("noise-mode").value,
+    min_region: $("min-region").value,
   };
 }
 
@@ -76,7 +77,8 @@ function query(extra) {
 function invalid() {
   // a number field being edited (empty, or out of its range) is not sent: the page says what it needs
   for (const [id, name, need] of [["min-samples", "min_samples", "an integer >= 1"],
-    ["xy-scale", "xy_scale", "a number >= 0 (0 for colour only)"]]) {
+    ["xy-scale", "xy_scale", "a number >= 0 (0 for colour only)"],
+    ["min-region", "min_region", "an integer >= 0 (pixels)"]]) {
     if ($(id).value === "" || !$(id).checkValidity()) return `${name} needs ${need}`;
   }
   return "";
@@ -120,9 +122,11 @@ async function request(preview) {
 
 function show(result) {
   showError("");
-  $("clusters").textContent = String(result.n_clusters);
   const shown = result.shown_noise_fraction !== result.noise_fraction
     ? ` (${(100 * result.shown_noise_fraction).toFixed(1)}% after fill)` : "";
+  const merged = result.shown_clusters !== result.n_clusters ? ` (${result.shown_clusters} after merging)` : "";
+  $("clusters").textContent = String(result.n_clusters);
+  $("merged").textContent = merged;
   $("noise").textContent = `${(100 * result.noise_fraction).toFixed(1)}%${shown}`;
   $("cluster-time").textContent = `${(1000 * result.cluster_s).toFixed(1)} ms`;
   $("device").textContent = result.device;
@@ -163,6 +167,7 @@ function command() {
   let text = `gpuseg segment ${name} --eps ${Number(p.eps).toFixed(4)} --min-samples ${p.min_samples} `
     + `--color ${p.color} --xy-scale ${p.xy_scale}`;
   if (p.noise !== "keep") text += ` --noise ${p.noise}`;
+  if (Number(p.min_region) > 1) text += ` --min-region ${p.min_region}`;
   return text;
 }
 
