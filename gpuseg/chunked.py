@@ -11,19 +11,21 @@ Colour + position (the grid engine's stencil of radius r = floor(eps / xy_scale)
    union stage): every core-core pair with one end in C is found in C's own window. Emit the local
    component of each core pixel within r of C's edge (inside or outside), keyed by its global raster index,
    and each local component's smallest owned core index. Example: a 64-pixel chunk with r = 5 emits the
-   cores of a 10-pixel frame around its edge.
+   cores of a 10-pixel frame around its edge. Save the local component of every pixel of C + r (-1 where
+   not a core) for step 4, so that no chunk is counted or unioned twice.
 2. ``seam_pairs``: for two neighbouring chunks, the pixels both emitted are the same pixel, so their two
    local components are one: a list of component pairs (small: one per component crossing the seam).
 3. ``number_nodes`` (on the caller): one graph of every chunk's components and the pairs,
    ``scipy.sparse.csgraph.connected_components``, then clusters numbered in order of their smallest core
    index, as scikit-learn numbers them.
-4. ``label_chunk``: per chunk, the window again; cores take their cluster's number, every other sample of C
-   the smallest number among the cores within eps (the grid engine's border stage over C + r); the chunk is
-   written into the labels' Zarr array.
+4. ``label_chunk``: per chunk, the local components step 1 saved and the colours of C + r (read again);
+   cores take their cluster's number, every other sample of C the smallest number among the cores within eps
+   (the grid engine's border stage over C + r); the chunk is written into the labels' Zarr array.
 
 The tasks run in waves (steps 1, 2 and 4), each gathered before the next; what they share goes through
-files beside the labels (the seam tables, the colour table, an image given as an array), never through a
-worker's memory, so a worker that dies costs only its own tasks, which Dask runs again.
+files beside the labels (the seam tables and local components, the colour table, an image given as an
+array), never through a worker's memory, so a worker that dies costs only its own tasks, which Dask runs
+again.
 
 Colour only: per chunk, its distinct colours with their counts and first global index (``colour_table``);
 one merged table (counts summed, first index the smallest), clustered once as weighted samples in order of
@@ -137,7 +139,6 @@ def chunk_spec(
 class _WindowRun:
     """The grid engine's count and union stages over one chunk's window."""
 
-    window: Any
     core: np.ndarray
     """Core flags of the window, kept only within C + r (where they are exact)."""
     local: np.ndarray
@@ -145,28 +146,31 @@ class _WindowRun:
     origin: tuple[int, int]
     inner: tuple[slice, slice]
     """The chunk's own pixels within the window."""
-    mask: np.ndarray | None
-    stages: Any
+    grown: tuple[slice, slice]
+    """The pixels of C + r within the window."""
     seconds: dict[str, float]
 
 
-def _run_window(source: LazyImage, spec: ChunkSpec, box) -> _WindowRun:
+def _grown(spec: ChunkSpec, box, by: int) -> tuple[int, int, int, int]:
+    """A chunk's box grown by ``by`` pixels on each side, within the image."""
+    y0, y1, x0, x1 = box
+    return max(0, y0 - by), min(spec.height, y1 + by), max(0, x0 - by), min(spec.width, x1 + by)
+
+
+def _read_window(source: LazyImage, spec: ChunkSpec, window_box, seconds: dict[str, float]):
+    """(the grid engine's :class:`Window` of the pixels of ``window_box``, their features, the grid engine's
+    CPU stages) with the whole image's positions and stencil."""
     from gpuseg.device import Device
     from gpuseg.engines.base import Job
     from gpuseg.engines.grid import Window
     from gpuseg.engines.grid.cpu import CpuStages
     from gpuseg.engines.grid.stencil import stencil
-    from gpuseg.engines.unionfind import number_components
     from gpuseg.features import build_features
 
-    y0, y1, x0, x1 = box
-    r, halo = spec.radius, spec.halo
-    wy0, wy1 = max(0, y0 - halo), min(spec.height, y1 + halo)
-    wx0, wx1 = max(0, x0 - halo), min(spec.width, x1 + halo)
-    seconds: dict[str, float] = {}
+    wy0, wy1, wx0, wx1 = window_box
     began = time.perf_counter()
     image = source.read(wy0, wy1, wx0, wx1)
-    seconds["load"] = time.perf_counter() - began
+    seconds["load"] = seconds.get("load", 0.0) + time.perf_counter() - began
     began = time.perf_counter()
     features = build_features(image, color=spec.color, alpha=spec.alpha, xy_scale=spec.xy_scale)
     del image
@@ -180,17 +184,26 @@ def _run_window(source: LazyImage, spec: ChunkSpec, box) -> _WindowRun:
         ys=np.arange(wy0, wy1, dtype=np.int64) * s,
         tile_rows=wy1 - wy0,
     )
-    seconds["features"] = time.perf_counter() - began
+    seconds["features"] = seconds.get("features", 0.0) + time.perf_counter() - began
     job = Job(features, spec.eps, spec.min_samples, None, Device("cpu", "cpu"), stop=_STOP)
     job.sub_seconds = seconds
     dy, dx = stencil(spec.eps, s, spec.height, spec.width)  # the whole image's stencil (its slack too)
-    stages = CpuStages(job, dy, dx)
+    return window, features, job, CpuStages(job, dy, dx)
+
+
+def _run_window(source: LazyImage, spec: ChunkSpec, box) -> _WindowRun:
+    from gpuseg.engines.unionfind import number_components
+
+    y0, y1, x0, x1 = box
+    seconds: dict[str, float] = {}
+    wy0, wy1, wx0, wx1 = _grown(spec, box, spec.halo)
+    window, _, job, stages = _read_window(source, spec, (wy0, wy1, wx0, wx1), seconds)
     with job.sub_stage("count"):
         counted = stages.count(window)
-    ey = slice(max(0, y0 - r) - wy0, min(spec.height, y1 + r) - wy0)
-    ex = slice(max(0, x0 - r) - wx0, min(spec.width, x1 + r) - wx0)
+    gy0, gy1, gx0, gx1 = _grown(spec, box, spec.radius)
+    grown = (slice(gy0 - wy0, gy1 - wy0), slice(gx0 - wx0, gx1 - wx0))
     core = np.zeros_like(counted)
-    core[ey, ex] = counted[ey, ex]
+    core[grown] = counted[grown]
     del counted
     with job.sub_stage("union"):
         parent = stages.union(window, core)
@@ -198,19 +211,21 @@ def _run_window(source: LazyImage, spec: ChunkSpec, box) -> _WindowRun:
         local = number_components(parent, core.reshape(-1))
     del parent
     inner = (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))
-    return _WindowRun(window, core, local, (wy0, wx0), inner, features.mask, stages, seconds)
+    return _WindowRun(core, local, (wy0, wx0), inner, grown, seconds)
 
 
 @dataclass
 class SeamTable:
     """What a chunk tells the merge: the global raster index (ascending) and local component of each core
     pixel within r of its edge, the smallest owned core index of each local component (``_NO_INDEX`` for one
-    with cores in the halo only), and the seconds of its stages."""
+    with cores in the halo only), and the seconds of its stages; and what it tells its own labelling: the
+    local component of every pixel of C + r (-1 where not a core), ``grown``."""
 
     index: np.ndarray
     component: np.ndarray
     first_core: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
+    grown: np.ndarray | None = None
 
     @property
     def n_components(self) -> int:
@@ -236,7 +251,16 @@ def seams(source: LazyImage, spec: ChunkSpec, box) -> SeamTable:
     first_core = np.full(n, _NO_INDEX, dtype=np.int64)
     cw = ix.stop - ix.start
     first_core[comps] = (at // cw + iy.start + wy0).astype(np.int64) * spec.width + (at % cw + ix.start + wx0)
-    return SeamTable(index, local[rows, cols].astype(np.int64), first_core, run.seconds)
+    grown = local[run.grown].astype(_component_dtype(n))
+    return SeamTable(index, local[rows, cols].astype(np.int64), first_core, run.seconds, grown)
+
+
+def _component_dtype(n: int) -> np.dtype:
+    """The smallest signed integer type holding local component numbers -1 to n - 1."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if n <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
 
 
 def seam_pairs(a: SeamTable, b: SeamTable) -> np.ndarray:
@@ -251,16 +275,30 @@ def seam_pairs(a: SeamTable, b: SeamTable) -> np.ndarray:
     return np.stack(np.divmod(key, max(b.n_components, 1)), axis=1)
 
 
-def seams_to_file(source: LazyImage, spec: ChunkSpec, box, path: str) -> SeamTable:
-    """Step 1 as a task: the chunk's table saved at ``path`` (atomically: a rerun after a dead worker replaces
-    it whole), and only its small part returned (first core index of each component, seconds)."""
+def seams_to_file(source: LazyImage, spec: ChunkSpec, box, path: str, grown_path: str) -> SeamTable:
+    """Step 1 as a task: the chunk's table saved at ``path`` and the local components of C + r at
+    ``grown_path`` (for step 4, which then neither counts nor unions again), each atomically (a rerun after a
+    dead worker replaces them whole); only the table's small part is returned (first core index of each
+    component, seconds)."""
     table = seams(source, spec, box)
-    tmp = f"{path}.{os.urandom(4).hex()}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, index=table.index, component=table.component, first_core=table.first_core)
-    os.replace(tmp, path)
+    began = time.perf_counter()
+    _save_atomically(path, np.savez, index=table.index, component=table.component, first_core=table.first_core)
+    _save_atomically(grown_path, np.savez_compressed, grown=table.grown)
+    table.seconds["save"] = table.seconds.get("save", 0.0) + time.perf_counter() - began
     none = np.zeros(0, dtype=np.int64)
     return SeamTable(none, none, table.first_core, table.seconds)
+
+
+def _save_atomically(path: str, save, **arrays) -> None:
+    tmp = f"{path}.{os.urandom(4).hex()}.tmp"
+    with open(tmp, "wb") as f:
+        save(f, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_grown(path: str) -> np.ndarray:
+    with np.load(path) as f:
+        return f["grown"]
 
 
 def seam_pairs_of_files(path_a: str, path_b: str) -> np.ndarray:
@@ -321,27 +359,42 @@ class ChunkOutcome:
     seconds: dict[str, float]
 
 
-def label_chunk(source: LazyImage, spec: ChunkSpec, box, numbers: np.ndarray, store: str, step: int) -> ChunkOutcome:
-    """Step 4 for one chunk: its labels, written into the Zarr array at ``store`` (see the module's docstring)."""
+def label_chunk(
+    source: LazyImage, spec: ChunkSpec, box, numbers: np.ndarray, grown_path: str, store: str, step: int
+) -> ChunkOutcome:
+    """Step 4 for one chunk: its labels, written into the Zarr array at ``store`` (see the module's docstring).
+    The local components of C + r are those step 1 saved at ``grown_path``; only C + r is read again, for the
+    colours of the border pass."""
     from gpuseg.engines.grid.cpu import attach_borders
 
-    run = _run_window(source, spec, box)
-    n = int(run.local.max()) + 1 if run.local.size else 0
-    if n != numbers.shape[0]:
-        raise AssertionError(f"chunk {box}: {n} components now, {numbers.shape[0]} when its seams were read")
-    labels = np.where(run.local >= 0, numbers[np.maximum(run.local, 0)], -1) if n else run.local.copy()
+    y0, y1, x0, x1 = box
+    seconds: dict[str, float] = {}
+    gy0, gy1, gx0, gx1 = _grown(spec, box, spec.radius)
+    win, features, _, st = _read_window(source, spec, (gy0, gy1, gx0, gx1), seconds)
     began = time.perf_counter()
-    win, (iy, ix) = run.window, run.inner
-    todo = np.zeros(run.core.shape, dtype=np.bool_)  # the border rule for the chunk's own samples only
-    todo[iy, ix] = True if run.mask is None else run.mask[iy, ix]
-    st = run.stages
+    local = _load_grown(grown_path)
+    seconds["load"] += time.perf_counter() - began
+    if local.shape != win.shape:
+        raise AssertionError(f"chunk {box}: components of {local.shape} saved, a window of {win.shape} read")
+    began = time.perf_counter()
+    local = local.reshape(-1)
+    n = int(local.max()) + 1 if local.size else 0
+    if n != numbers.shape[0]:
+        raise AssertionError(f"chunk {box}: {n} components saved, {numbers.shape[0]} numbered")
+    core = (local >= 0).reshape(win.shape)
+    labels = np.append(numbers.astype(np.int64), -1)[local]  # component -1 (not a core) takes the last: -1
+    del local
+    iy, ix = slice(y0 - gy0, y1 - gy0), slice(x0 - gx0, x1 - gx0)
+    mask = features.mask
+    todo = np.zeros(win.shape, dtype=np.bool_)  # the border rule for the chunk's own samples only
+    todo[iy, ix] = True if mask is None else mask[iy, ix]
     attach_borders(
-        win.colors, win.lut, todo, run.core, win.xs, win.ys, win.tile_rows, st.dy, st.dx, st.eps2, labels, st.stop
+        win.colors, win.lut, todo, core, win.xs, win.ys, win.tile_rows, st.dy, st.dx, st.eps2, labels, st.stop
     )
-    run.seconds["borders"] = time.perf_counter() - began
-    own = labels.reshape(run.core.shape)[iy, ix]
+    seconds["borders"] = time.perf_counter() - began
+    own = labels.reshape(win.shape)[iy, ix]
     samples = todo[iy, ix]
-    return _finish_chunk(source, box, own, samples, store, step, run.seconds)
+    return _finish_chunk(source, box, own, samples, store, step, seconds)
 
 
 def _finish_chunk(source, box, own, samples, store, step, seconds) -> ChunkOutcome:
@@ -580,8 +633,12 @@ def cluster_chunked(
             source = _array_to_zarr(source, work / "image.zarr", spec.chunk)
         if spec.xy_scale is not None:
             paths = [str(work / f"seams-{k}.npz") for k in range(len(boxes))]
+            grown = [str(work / f"grown-{k}.npz") for k in range(len(boxes))]
             small = runner.gather(
-                [runner.submit(seams_to_file, source, spec, box, path) for box, path in zip(boxes, paths, strict=True)]
+                [
+                    runner.submit(seams_to_file, source, spec, box, path, grown_path)
+                    for box, path, grown_path in zip(boxes, paths, grown, strict=True)
+                ]
             )
             stage_seconds = [t.seconds for t in small]
             pair_keys = spec.neighbour_pairs()
@@ -591,8 +648,8 @@ def cluster_chunked(
             merge_seconds["merge"] = time.perf_counter() - began
             outcomes = runner.gather(
                 [
-                    runner.submit(label_chunk, source, spec, box, nums, store, step)
-                    for box, nums in zip(boxes, numbers, strict=True)
+                    runner.submit(label_chunk, source, spec, box, nums, grown_path, store, step)
+                    for box, nums, grown_path in zip(boxes, numbers, grown, strict=True)
                 ]
             )
             engine_name = "grid"
