@@ -515,6 +515,15 @@ def picture_writer(image: np.ndarray, picture_format: str) -> Callable[[Any], No
     return lambda f: f.write(buf.tobytes())
 
 
+def encoded(writer: Callable[[Any], None]) -> bytes:
+    """The bytes a writer (``png_writer``, ``npy_writer``, ``picture_writer``, ...) would write to a file."""
+    import io
+
+    out = io.BytesIO()
+    writer(out)
+    return out.getvalue()
+
+
 def json_writer(document: Any) -> Callable[[Any], None]:
     text = json.dumps(document, indent=2, sort_keys=False) + "\n"
     return lambda f: f.write(text.encode())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import io
 import json
 import math
 import platform
@@ -333,7 +332,7 @@ async def segment_image(request: Request, service: ServiceDep, query: Annotated[
     line reads. Answers the report and the 16-bit PNG label map (base64; 0 is noise, cluster k is k + 1), or
     with ``?format=npy`` the int32 label map (-1 noise) as a .npy body and the report in the X-Gpuseg-Report
     header."""
-    from gpuseg.io import decode_image, npy_writer, png_writer
+    from gpuseg.io import decode_image, encoded, npy_writer, png_writer
     from gpuseg.labels import labels_to_png
     from gpuseg.pipeline import segment
 
@@ -347,13 +346,9 @@ async def segment_image(request: Request, service: ServiceDep, query: Annotated[
     def job() -> tuple[dict, bytes]:
         image = decode_image(data, name="image", max_pixels=settings.max_pixels)
         result = segment(image, device=settings.device, max_pixels=settings.max_pixels, **options)
-        out = io.BytesIO()
-        if as_npy:
-            npy_writer(result.labels.astype(np.int32))(out)
-        else:
-            png_writer(labels_to_png(result.labels))(out)
+        writer = npy_writer(result.labels.astype(np.int32)) if as_npy else png_writer(labels_to_png(result.labels))
         service.metrics.pixels.inc(result.labels.size)
-        return result.report, out.getvalue()
+        return result.report, encoded(writer)
 
     report, payload = await service.run(job)
     if as_npy:

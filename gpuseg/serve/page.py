@@ -144,6 +144,7 @@ async def segment_session(session_id: str, service: ServiceDep, query: Annotated
     options = query.segment_kwargs()
 
     def job() -> PageResult:
+        from gpuseg.io import encoded, picture_writer, png_writer
         from gpuseg.labels import labels_to_png
         from gpuseg.pictures import picture
         from gpuseg.pipeline import segment
@@ -162,14 +163,14 @@ async def segment_session(session_id: str, service: ServiceDep, query: Annotated
         shown = report["postprocess"] or report  # the labels shown: after fill and merge, where asked
         labels_png = None
         if not preview:
-            labels_png = base64.b64encode(_png_bytes(labels_to_png(result.labels))).decode("ascii")
+            labels_png = base64.b64encode(encoded(png_writer(labels_to_png(result.labels)))).decode("ascii")
         return PageResult(
             n_clusters=report["n_clusters"], shown_clusters=shown["n_clusters"],
             noise_fraction=report["noise_fraction"], shown_noise_fraction=shown["noise_fraction"],
             cluster_s=report["timings_s"]["cluster"], device=report["device"], engine=report["engine"],
             preview=preview, width=image.shape[1], height=image.shape[0],
-            picture="data:image/jpeg;base64," + base64.b64encode(_jpeg(picture(query.view, image, result.labels)))
-            .decode("ascii"),
+            picture="data:image/jpeg;base64,"
+            + base64.b64encode(encoded(picture_writer(picture(query.view, image, result.labels), "jpg"))).decode(),
             warnings=report["warnings"], report=None if preview else report, labels_png=labels_png,
         )  # fmt: skip
 
@@ -216,21 +217,3 @@ def _features(image, color: str, alpha: str):
     from gpuseg.features import build_features
 
     return build_features(image, color=color, alpha=alpha, xy_scale=None)
-
-
-def _jpeg(rgb) -> bytes:
-    import cv2
-
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
-    assert ok
-    return data.tobytes()
-
-
-def _png_bytes(labels) -> bytes:
-    import io
-
-    from gpuseg.io import png_writer
-
-    out = io.BytesIO()
-    png_writer(labels)(out)
-    return out.getvalue()
