@@ -22,7 +22,7 @@ OPTIONS = dict(eps=0.0523, min_samples=20, xy_scale=0.01)  # colour + position, 
 
 
 def crops(n_images: int, megapixels: float) -> list[np.ndarray]:
-    from gpuseg.benchmark import photo_image
+    from gpuseg.benchmarks.suite import photo_image
 
     photo = photo_image()
     side = int(round((megapixels * 1e6) ** 0.5))
@@ -35,7 +35,7 @@ def crops(n_images: int, megapixels: float) -> list[np.ndarray]:
 
 def measure(images: list[np.ndarray], devices, repeats: int, sync=lambda: None) -> dict:
     """Median seconds and images per second, batched and one by one, on each device; labels compared."""
-    from gpuseg.image_batch import dbscan_images
+    from gpuseg.scale.stack import dbscan_images
 
     row = {"images": len(images), "megapixels_each": images[0].shape[0] * images[0].shape[1] / 1e6}
     for device in devices:
@@ -63,8 +63,8 @@ def measure(images: list[np.ndarray], devices, repeats: int, sync=lambda: None) 
 
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from gpuseg.benchmark import machine
-    from gpuseg.device import gpu_status
+    from gpuseg._core.device import gpu_status
+    from gpuseg.benchmarks.suite import machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)

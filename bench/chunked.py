@@ -6,7 +6,7 @@ Dask workers.
     PYTHONPATH=. python bench/chunked.py folder OUT_DIR [--images 8] [--megapixels 4]
 
 ``tiff64``: a generated 64 MP scene saved as a tiled TIFF (tile by tile), segmented in memory
-(:func:`gpuseg.segment` on the file) and in 2048-pixel chunks (:func:`gpuseg.chunked.segment_chunked`), each in
+(:func:`gpuseg.segment` on the file) and in 2048-pixel chunks (:func:`gpuseg.scale.chunked.segment_chunked`), each in
 its own child process whose peak resident memory (ru_maxrss) and wall time are recorded; the labels are then
 compared chunk by chunk. ``giga``: the same scene at 1 gigapixel (written tile by tile, never held in memory),
 segmented in chunks in a child process. ``folder``: a folder of generated JPEG scenes segmented on a
@@ -74,7 +74,7 @@ def child(args) -> int:
         np.save(args.output, result.labels.astype(np.int32))
         report = result.report
     else:
-        from gpuseg.chunked import segment_chunked
+        from gpuseg.scale.chunked import segment_chunked
 
         report = segment_chunked(args.input, args.output, chunk=args.chunk, overwrite=True, **OPTIONS)
     wall = time.perf_counter() - start
@@ -108,7 +108,7 @@ def same_labels(npy: Path, store: Path, chunk: int) -> bool:
 
 def machine() -> dict:
     sys.path.insert(0, str(ROOT))
-    from gpuseg.benchmark import machine as describe
+    from gpuseg.benchmarks.suite import machine as describe
 
     return describe()
 
@@ -153,8 +153,8 @@ def folder(args) -> dict:
     import cv2
     from distributed import Client, LocalCluster
 
-    from gpuseg.batch import expand_inputs
-    from gpuseg.distributed import segment_many_distributed
+    from gpuseg.scale.dask_cluster import segment_many_distributed
+    from gpuseg.scale.folder import expand_inputs
 
     side = int((args.megapixels * 1e6) ** 0.5)
     images = args.work / "folder"
@@ -212,7 +212,7 @@ def table(out_dir: Path) -> str:
         c = giga["chunked"]["chunking"]
         case = f"{giga['pixels'] / 2**30:.0f} gigapixel tiled TIFF ({side}x{side})"
         sys.path.insert(0, str(ROOT))
-        from gpuseg.memory import predicted_memory
+        from gpuseg._core.memory import predicted_memory
 
         need = predicted_memory(giga["pixels"], channels=3, itemsize=1, color="rgb", position=True, decode=True)
         note = f"{giga['chunked']['n_clusters']} clusters; in memory: refused (predicted {need / 2**30:.0f} GiB)"

@@ -34,12 +34,12 @@ import numpy as np
 warnings.filterwarnings("ignore", message=".*under-utilization.*")  # small correctness cases, on purpose
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpuseg.cluster import cluster_features  # noqa: E402
-from gpuseg.device import Device, cpu_name  # noqa: E402
+from gpuseg._core.device import Device, cpu_name  # noqa: E402
+from gpuseg._core.timing import StageTimer  # noqa: E402
+from gpuseg.data import tiled  # noqa: E402
 from gpuseg.engines.base import Job  # noqa: E402
+from gpuseg.engines.run import cluster_features  # noqa: E402
 from gpuseg.features import build_features  # noqa: E402
-from gpuseg.report import StageTimer  # noqa: E402
-from gpuseg.synthetic import tiled  # noqa: E402
 
 POSITION = dict(color="rgb", xy_scale=0.01, eps=0.0523, min_samples=20)  # stencil radius 5
 COLOUR = dict(color="rgb", xy_scale=None, eps=0.03, min_samples=50)
@@ -208,7 +208,7 @@ class Check:
     def folder(self, n_images: int, megapixels: float) -> None:
         """A folder of JPEGs end to end (decode to files written) through the streaming pipeline, beside one
         image at a time (``gpuseg bench --pipeline``)."""
-        from gpuseg import pipeline_bench
+        from gpuseg.benchmarks import pipeline as pipeline_bench
 
         device = "cpu" if self.simulate else "gpu"
         self.results["folder"] = pipeline_bench.run(n_images, megapixels, device)
@@ -262,7 +262,7 @@ class Check:
     def whole_segment(self, megapixels: float) -> None:
         import cv2
 
-        from gpuseg.pipeline import save_outputs, segment
+        from gpuseg.segmentation.pipeline import save_outputs, segment
 
         image = photo(megapixels)
         with tempfile.TemporaryDirectory() as tmp:

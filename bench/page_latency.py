@@ -95,7 +95,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import cv2
 
-    from gpuseg.benchmark import machine, photo_image
+    from gpuseg.benchmarks.suite import machine, photo_image
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)

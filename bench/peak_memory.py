@@ -26,9 +26,9 @@ def rss() -> int:
 
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from gpuseg.benchmark import Case, _small, machine, make_features
-    from gpuseg.cluster import cluster_features
+    from gpuseg.benchmarks.suite import Case, _small, machine, make_features
     from gpuseg.engines import base
+    from gpuseg.engines.run import cluster_features
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)

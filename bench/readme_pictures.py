@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 
 import gpuseg
-from gpuseg.labels import overlay, to_rgb8
-from gpuseg.pictures import panel
+from gpuseg.segmentation.labels import overlay, to_rgb8
+from gpuseg.segmentation.pictures import panel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def useful(out_dir: Path) -> None:
     and colour alone at the defaults and at the eps `suggest` recommends."""
     from skimage import data
 
-    from gpuseg.suggest import suggest_eps
+    from gpuseg.tuning.suggest import suggest_eps
 
     tiles = []
     for name, image in {"coffee": data.coffee(), "astronaut": data.astronaut()}.items():
@@ -73,8 +73,8 @@ def useful(out_dir: Path) -> None:
 def explain(out_dir: Path) -> None:
     """The "How pixel clustering works" pictures: the k-distance curve of the shipped example and the
     explain panel of a segmentation with the eps it suggests."""
-    from gpuseg.pipeline import explain_panel
-    from gpuseg.suggest import plot_k_distances, suggest_eps
+    from gpuseg.segmentation.pipeline import explain_panel
+    from gpuseg.tuning.suggest import plot_k_distances, suggest_eps
 
     image = gpuseg.load_image(ROOT / "gpuseg" / "data" / "shapes.png")
     suggestion = suggest_eps(image, min_samples=20)

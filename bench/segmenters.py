@@ -3,7 +3,7 @@ known ground truth, in the same run: time and adjusted Rand index side by side.
 
     PYTHONPATH=. python bench/segmenters.py OUT_DIR [--sizes 0.25 1] [--noise 4 12] [--scenes 3] [--repeat 3]
 
-Scenes are ``gpuseg.synthetic.shapes_image`` (seven shapes over a gradient) at each size and level of
+Scenes are ``gpuseg.data.shapes_image`` (seven shapes over a gradient) at each size and level of
 Gaussian noise (4 and 12 grey levels), with seeds 0..scenes-1. Every method runs with settings fixed in
 advance (not tuned per scene, never told the number of regions): gpuseg's defaults with ``noise="fill"``
 (also with ``min_region=50``, and with ``eps="auto"`` for 10% noise) on the CPU, SLIC with 100 segments
@@ -53,8 +53,8 @@ def methods() -> dict:
 
 
 def measure(sizes: list[float], noise_levels: list[float], scenes: int, repeats: int) -> list[dict]:
-    from gpuseg.quality import quality
-    from gpuseg.synthetic import shapes_image
+    from gpuseg.data import shapes_image
+    from gpuseg.segmentation.quality import quality
 
     rows = []
     for megapixels, noise in ((m, n) for m in sizes for n in noise_levels):
@@ -95,7 +95,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import skimage
 
-    from gpuseg.benchmark import machine
+    from gpuseg.benchmarks.suite import machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)

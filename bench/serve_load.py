@@ -31,8 +31,8 @@ REQUEST_TIMEOUT_S = 300
 def jpeg_of(megapixels: float) -> bytes:
     import cv2
 
-    from gpuseg.benchmark import photo_image
-    from gpuseg.synthetic import tiled
+    from gpuseg.benchmarks.suite import photo_image
+    from gpuseg.data import tiled
 
     image = tiled(photo_image(), megapixels)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -82,7 +82,7 @@ def measure(sizes: list[float], clients: list[int], counts: list[int], device: s
     """The load runs on a fresh server: one row per (size, clients), and the server's memory."""
     import httpx
 
-    from gpuseg.benchmark import machine
+    from gpuseg.benchmarks.suite import machine
     from gpuseg.serve.process import served
 
     images = {mp: jpeg_of(mp) for mp in sizes}

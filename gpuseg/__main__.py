@@ -8,7 +8,7 @@ import sys
 
 def main() -> None:
     try:
-        from gpuseg.cli import app
+        from gpuseg.cli.app import app
 
         app(prog_name="gpuseg")
     except KeyboardInterrupt:

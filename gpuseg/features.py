@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
-from gpuseg.arrays import array_module
-
-ColorSpace = Literal["rgb", "lab", "gray"]
-AlphaMode = Literal["ignore", "feature", "mask"]
-COLOR_SPACES: tuple[str, ...] = ("rgb", "lab", "gray")
-ALPHA_MODES: tuple[str, ...] = ("ignore", "feature", "mask")
+from gpuseg._core.arrays import Array, array_module
+from gpuseg.params import AlphaMode, ColorSpace, check
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,14 +19,14 @@ class Features:
     An image keeps its colors on the pixel grid: ``colors`` is ``(H, W, K)``, either float64 values or
     integer codes whose value is ``lut[code]`` (8- and 16-bit images), and ``mask`` says which pixels are
     samples. Plain feature arrays keep their rows in ``points``. ``image_rows`` is set when ``colors``
-    stacks several images of that many rows each (see :func:`gpuseg.cluster.dbscan_images`).
+    stacks several images of that many rows each (see :func:`gpuseg.engines.run.dbscan_images`).
     """
 
     names: tuple[str, ...]
-    points: np.ndarray | None = None
-    colors: np.ndarray | None = None
-    lut: np.ndarray | None = None
-    mask: np.ndarray | None = None
+    points: Array | None = None
+    colors: Array | None = None
+    lut: Array | None = None
+    mask: Array | None = None
     xy_scale: float | None = None
     image_rows: int | None = None
 
@@ -39,16 +35,31 @@ class Features:
         return self.colors is not None
 
     @property
-    def shape(self) -> tuple[int, int] | None:
-        """(H, W) of the image, or None for plain feature rows."""
-        return None if self.colors is None else self.colors.shape[:2]
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the image (of a stack of images, all their rows); a TypeError for plain feature rows."""
+        if self.colors is None:
+            raise TypeError("plain feature rows have no image shape")
+        return int(self.colors.shape[0]), int(self.colors.shape[1])
 
     @property
-    def image_shape(self) -> tuple[int, int] | None:
-        """(H, W) of one image: of the image, or of each image of a stack."""
+    def pixels(self) -> Array:
+        """The ``(H, W, C)`` colour codes of an image's features; a TypeError for plain feature rows."""
         if self.colors is None:
-            return None
-        return (self.image_rows or self.colors.shape[0], self.colors.shape[1])
+            raise TypeError("plain feature rows have no pixels")
+        return self.colors
+
+    @property
+    def position_scale(self) -> float:
+        """``xy_scale`` of features with position; a TypeError for colour alone."""
+        if self.xy_scale is None:
+            raise TypeError("features of colour alone have no position")
+        return self.xy_scale
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of one image: of the image, or of each image of a stack (a TypeError for plain rows)."""
+        h, w = self.shape
+        return (self.image_rows or h, w)
 
     @property
     def n_samples(self) -> int:
@@ -61,12 +72,13 @@ class Features:
     def n_features(self) -> int:
         return len(self.names)
 
-    def map_arrays(self, fn) -> Features:
+    def map_arrays(self, fn: Callable[[Array], Array]) -> Features:
         """The same features with ``fn`` applied to each array (e.g. ``cupy.asarray`` to move them to a GPU)."""
         arrays = {k: getattr(self, k) for k in ("points", "colors", "lut", "mask")}
-        return dataclasses.replace(self, **{k: None if a is None else fn(a) for k, a in arrays.items()})
+        moved = {k: None if a is None else fn(a) for k, a in arrays.items()}
+        return dataclasses.replace(self, **moved)  # type: ignore[arg-type]
 
-    def matrix(self, index=None) -> np.ndarray:
+    def matrix(self, index: Array | None = None) -> Array:
         """The ``(N, F)`` float64 matrix the engines cluster, exactly as the feature contract defines it; with
         ``index`` (sample numbers), only those rows, without building the rest."""
         if self.points is not None:
@@ -78,7 +90,7 @@ class Features:
             pixels = pixels[self.mask.ravel()]
         if index is not None:
             pixels = pixels[index]
-        codes = self.colors.reshape(-1, self.colors.shape[2])
+        codes = self.pixels.reshape(-1, self.pixels.shape[2])
         codes = codes if index is None and self.mask is None else codes[pixels]
         rows = self.lut[codes] if self.lut is not None else codes.astype("float64", copy=False)
         if self.xy_scale is None:
@@ -123,6 +135,14 @@ def pixel_features(
     ValueError
         An unknown ``color`` or ``alpha``, a negative or non-finite ``xy_scale``, an unsupported shape or dtype, or
         NaN/inf values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.array([[[255, 0, 0], [0, 0, 255]]], dtype=np.uint8)  # one row of two pixels: red, blue
+    >>> pixel_features(image, xy_scale=0.5)  # r, g, b, x * 0.5, y * 0.5
+    array([[1. , 0. , 0. , 0. , 0. ],
+           [0. , 0. , 1. , 0.5, 0. ]])
     """
     return build_features(image, color=color, alpha=alpha, xy_scale=xy_scale).matrix()
 
@@ -135,11 +155,9 @@ def build_features(
     xy_scale: float | None = None,
 ) -> Features:
     """Like :func:`pixel_features`, but keeps an image on its grid (:class:`Features`)."""
-    if color not in COLOR_SPACES:
-        raise ValueError(f"color={color!r} is not one of {', '.join(COLOR_SPACES)}")
-    if alpha not in ALPHA_MODES:
-        raise ValueError(f"alpha={alpha!r} is not one of {', '.join(ALPHA_MODES)}")
-    xy_scale = check_xy_scale(xy_scale)
+    check("color", color)
+    check("alpha", alpha)
+    xy_scale = check("xy_scale", xy_scale)
     xp = array_module(image)  # an image already on a GPU (CuPy) gets its features built there
     image = xp.asarray(image)
     if image.ndim == 2 and image.dtype.kind == "f":
@@ -186,23 +204,6 @@ def build_features(
         mask=mask,
         xy_scale=xy_scale,
     )
-
-
-def check_xy_scale(xy_scale: float | None) -> float | None:
-    """``xy_scale`` as a positive float, or None for colour only (``None`` or 0).
-
-    Raises
-    ------
-    ValueError
-        A negative, NaN or infinite scale, or not a number.
-    """
-    if xy_scale is None:
-        return None
-    if isinstance(xy_scale, bool) or not isinstance(xy_scale, (int, float, np.integer, np.floating)):
-        raise ValueError(f"xy_scale={xy_scale!r} must be a number: 0 or None for colour only, else positive")
-    if not (np.isfinite(xy_scale) and xy_scale >= 0):
-        raise ValueError(f"xy_scale={xy_scale!r} must be 0 (colour only) or a positive finite number such as 0.01")
-    return float(xy_scale) if xy_scale > 0 else None
 
 
 def as_pixel_lattice(features: Features) -> Features | None:

@@ -66,11 +66,17 @@ def has_near_ties(X: np.ndarray, eps: float, rel: float = 1e-9) -> bool:
     return bool((np.abs(d - eps) <= rel * eps).any())
 
 
+PROMPTLY_S = 10.0
+"""A stop or an answer within this many seconds is prompt. A loaded machine delays either by seconds, so the
+bound is generous; the work that would otherwise hold it up is made to take far longer (each test says how long),
+so that a stop that waits for the work still fails."""
+
+
 INTERRUPTED_CALL = """
 import os, signal, threading, time
 import numpy as np
 import gpuseg
-from gpuseg.interrupts import compute_threads_alive
+from gpuseg._core.interrupts import compute_threads_alive
 
 {setup}
 {warm_up}  # compiled

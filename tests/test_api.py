@@ -10,26 +10,26 @@ import pytest
 from sklearn.cluster import DBSCAN
 
 import gpuseg
-from gpuseg.device import gpu_status
+from gpuseg._core.device import gpu_status
+from gpuseg.data import shapes_image
 from gpuseg.errors import DeviceError, EngineUnavailableError, ImageError
-from gpuseg.report import REPORT_KEYS, STAGES
-from gpuseg.synthetic import shapes_image
+from gpuseg.segmentation.report import REPORT_KEYS, STAGES
 
 NO_GPU = not gpu_status().usable
 
 
 def test_public_names_are_the_documented_functions():
-    import gpuseg.cluster
+    import gpuseg.engines.run
     import gpuseg.features
-    import gpuseg.io
-    import gpuseg.pipeline
-    import gpuseg.suggest
+    import gpuseg.io.read
+    import gpuseg.segmentation.pipeline
+    import gpuseg.tuning.suggest
 
-    assert gpuseg.dbscan is gpuseg.cluster.dbscan
+    assert gpuseg.dbscan is gpuseg.engines.run.dbscan
     assert gpuseg.pixel_features is gpuseg.features.pixel_features
-    assert gpuseg.load_image is gpuseg.io.load_image
-    assert gpuseg.segment is gpuseg.pipeline.segment
-    assert gpuseg.suggest_eps is gpuseg.suggest.suggest_eps
+    assert gpuseg.load_image is gpuseg.io.read.load_image
+    assert gpuseg.segment is gpuseg.segmentation.pipeline.segment
+    assert gpuseg.suggest_eps is gpuseg.tuning.suggest.suggest_eps
     assert issubclass(gpuseg.GpusegError, Exception)
     assert set(gpuseg.__all__) == {*gpuseg._LAZY, "__version__"}
     with pytest.raises(AttributeError, match="no attribute 'segmnet'"):
@@ -98,14 +98,14 @@ def test_cuml_engine_says_what_is_missing():
         with pytest.raises(EngineUnavailableError, match="cuML is not installed"):
             gpuseg.dbscan(np.zeros((10, 2)), eps=0.5, min_samples=2, engine="cuml")
     else:  # pragma: no cover - only where RAPIDS is installed
-        pytest.skip("cuML is installed: its engine is tested in tests/test_cuml.py")
+        pytest.skip("cuML is installed: its engine is tested in tests/engines/test_cuml.py")
 
 
 def test_sklearn_memory_guard_refuses_the_seed_recipe(monkeypatch):
+    from gpuseg.data import logo_image
     from gpuseg.engines import sklearn as sk
     from gpuseg.errors import MemoryLimitError
     from gpuseg.features import build_features
-    from gpuseg.synthetic import logo_image
 
     X = build_features(logo_image(500), alpha="feature").matrix()
     need = sk.predicted_memory(X, 0.01)
@@ -134,7 +134,7 @@ def test_segment_report_has_stable_keys_and_is_json():
 
 
 def test_segment_alpha_mask_labels_unsampled_pixels_minus_one():
-    from gpuseg.synthetic import logo_image
+    from gpuseg.data import logo_image
 
     image = logo_image(60)
     result = gpuseg.segment(image, eps=0.0303, min_samples=5, alpha="mask", xy_scale=None, color="rgb")
@@ -146,7 +146,7 @@ def test_segment_alpha_mask_labels_unsampled_pixels_minus_one():
 def test_segment_from_path_and_bad_path(tmp_path):
     with pytest.raises(ImageError, match="no such file"):
         gpuseg.segment(tmp_path / "missing.png")
-    from gpuseg.io import save_png
+    from gpuseg.io.write import save_png
 
     save_png(tmp_path / "s.png", shapes_image(30, 40)[0])
     result = gpuseg.segment(tmp_path / "s.png", eps=0.0523, min_samples=5)
@@ -166,7 +166,7 @@ def test_import_is_light():
     import subprocess
 
     heavy = "('numba', 'sklearn', 'cupy', 'cv2')"
-    code = f"import gpuseg, gpuseg.cli, sys; print(sorted(m for m in {heavy} if m in sys.modules))"
+    code = f"import gpuseg, gpuseg.cli.app, sys; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -177,9 +177,9 @@ class OutOfMemoryError(Exception):
 
 @pytest.mark.parametrize("device", ["auto", "gpu"])
 def test_gpu_out_of_memory_falls_back_under_auto_and_is_an_error_under_gpu(monkeypatch, device):
-    from gpuseg import cluster
-    from gpuseg.device import Device
+    from gpuseg._core.device import Device
     from gpuseg.engines import gpu_common, grid
+    from gpuseg.engines import run as cluster
     from gpuseg.engines.grid import cuda as grid_cuda
 
     class FakeGpu(Device):

@@ -85,7 +85,7 @@ def test_points_are_passed_through():
         ({"xy_scale": float("nan")}, r"xy_scale=nan must be 0 \(colour only\) or a positive"),
         ({"xy_scale": float("-inf")}, r"xy_scale=-inf must be 0 \(colour only\) or a positive"),
         ({"xy_scale": float("inf")}, r"xy_scale=inf must be 0 \(colour only\) or a positive"),
-        ({"xy_scale": "0.01"}, "xy_scale='0.01' must be a number"),
+        ({"xy_scale": "0.01"}, r"xy_scale='0.01' must be 0 \(colour only\) or a positive .* \(not a str\)"),
     ],
 )
 def test_bad_options_name_the_parameter(kwargs, message):

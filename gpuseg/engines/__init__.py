@@ -11,8 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gpuseg.engines.base import Job
-
-ENGINE_NAMES: tuple[str, ...] = ("auto", "grid", "cells", "tree", "sklearn", "sklearn-merged", "cuml")
+from gpuseg.params import check
 
 
 @dataclass(frozen=True)
@@ -89,9 +88,9 @@ ENGINES: dict[str, EngineSpec] = {
 
 
 def get_engine(name: str) -> EngineSpec:
-    """The engine called ``name``; ValueError listing the valid names otherwise."""
-    if name not in ENGINES:
-        raise ValueError(f"engine={name!r} is not one of {', '.join(ENGINE_NAMES)}")
+    """The engine called ``name`` (not "auto"); ValueError listing the valid names otherwise."""
+    if check("engine", name) == "auto":
+        raise ValueError("engine='auto' is a choice among the engines, not one of them")
     return ENGINES[name]
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpuseg.device import Device
+from gpuseg._core.device import Device
+from gpuseg._core.interrupts import stop_flag
+from gpuseg._core.timing import StageTimer
 from gpuseg.features import Features
-from gpuseg.interrupts import stop_flag
-from gpuseg.report import StageTimer
 
 
 @dataclass

@@ -11,9 +11,23 @@ import numpy as np
 
 from gpuseg.engines.base import Job
 from gpuseg.engines.merge import merge_rows
-from gpuseg.labels import renumber_by_first_core
 
 NOTE = "cuML attaches border points its own way: they may differ from scikit-learn's (core points agree)"
+
+
+def renumber_by_first_core(labels: np.ndarray, core_indices: np.ndarray) -> np.ndarray:
+    """Renumber clusters 0, 1, 2, ... in order of their smallest core sample index (scikit-learn's order)."""
+    labels = np.asarray(labels)
+    n_clusters = int(labels.max()) + 1 if labels.size else 0
+    if n_clusters == 0:
+        return labels.copy()
+    first = np.full(n_clusters, np.iinfo(np.int64).max, dtype=np.int64)
+    core_indices = np.asarray(core_indices)
+    np.minimum.at(first, labels[core_indices], core_indices)
+    present = np.flatnonzero(first < np.iinfo(np.int64).max)
+    rank = np.full(n_clusters, -1, dtype=np.int64)
+    rank[present[np.argsort(first[present], kind="stable")]] = np.arange(present.shape[0])
+    return np.where(labels >= 0, rank[np.maximum(labels, 0)], -1)
 
 
 def missing() -> str | None:

@@ -36,7 +36,7 @@ def for_cuda(fn):
     """``fn`` compiled as a CUDA device function (inlined). Under numba's CUDA simulator, ``fn`` itself: the
     simulator would wrap each call of a function of this module in a swap of its globals under a lock that
     every simulated thread takes (minutes for the test suite); these helpers use nothing of ``cuda``. The real
-    compilation is checked by tests/cuda_ptx.py."""
+    compilation is checked by tests/engines/cuda_ptx.py."""
     from numba import config
 
     if config.ENABLE_CUDASIM:

@@ -14,7 +14,7 @@ from gpuseg.engines.device_helpers import numba_cuda
 
 cuda = numba_cuda()
 
-SIMULATED = bool(config.ENABLE_CUDASIM)
+SIMULATED = bool(getattr(config, "ENABLE_CUDASIM", 0))  # (set from NUMBA_ENABLE_CUDASIM at import)
 THREADS_1D = 32 if SIMULATED else 256
 THREADS_2D = (8, 4) if SIMULATED else (32, 8)
 

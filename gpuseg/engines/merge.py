@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from gpuseg.arrays import to_host
+from gpuseg._core.arrays import to_host
 from gpuseg.features import Features
 
 DENSE_KEY_BITS = 26
@@ -40,15 +40,15 @@ def merge_rows(features: Features, weights=None, xp=np) -> MergedRows:
 
     ``xp`` is the array module of the features' arrays (NumPy, or CuPy for features on a GPU).
     """
-    codes = _packable_codes(features)
-    if codes is not None:
-        key, bits = _pack(codes, xp)
+    codes = packable_codes(features)
+    if codes is not None and features.lut is not None:  # (packable codes have a table)
+        key, bits = pack_codes(codes, xp)
         if xp is np and key.shape[0] < 2**31:  # the hash table holds int32 row numbers
-            first, inverse = _merge_hashed(key)
+            first, inverse = merge_hashed(key)
         elif bits <= DENSE_KEY_BITS and key.shape[0] * 8 >= 1 << bits:
-            first, inverse = _merge_dense_xp(key, 1 << bits, xp)
+            first, inverse = merge_dense(key, 1 << bits, xp)
         else:
-            first, inverse = _merge_sorted(key, xp)
+            first, inverse = merge_sorted(key, xp)
         points = features.lut[codes[first]]
     elif xp is not np:  # rows of floats: merged on the host, where rows can be compared as bytes
         host = merge_rows(features.map_arrays(to_host), None if weights is None else to_host(weights))
@@ -56,7 +56,7 @@ def merge_rows(features: Features, weights=None, xp=np) -> MergedRows:
     else:
         matrix = features.matrix()
         rows = np.ascontiguousarray(matrix + 0.0)  # +0.0 turns -0.0 into 0.0, so equal values share bytes
-        first, inverse = _merge_sorted(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel())
+        first, inverse = merge_sorted(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel())
         points = matrix[first]
     merged_weights = summed_weights(inverse, weights, first.shape[0], xp)
     return MergedRows(points=xp.ascontiguousarray(points), weights=merged_weights, inverse=inverse)
@@ -82,18 +82,18 @@ def ordered_sums(inverse, weights, n_rows: int, xp):
     return sum_runs(xp.ascontiguousarray(weights[order]), start, xp)
 
 
-def _packable_codes(features: Features) -> np.ndarray | None:
+def packable_codes(features: Features) -> np.ndarray | None:
     """(N, K) integer colour codes of the samples when the rows are colours alone and pack into 64 bits."""
     if not features.is_image or features.lut is None or features.xy_scale is not None:
         return None
-    colors = features.colors
+    colors = features.pixels
     if colors.dtype.itemsize * 8 * colors.shape[2] > 64:
         return None
     flat = colors.reshape(-1, colors.shape[2])
     return flat[features.mask.ravel()] if features.mask is not None else flat
 
 
-def _pack(codes, xp=np):
+def pack_codes(codes, xp=np):
     width = codes.dtype.itemsize * 8
     key = xp.zeros(codes.shape[0], dtype=xp.uint64)
     for k in range(codes.shape[1]):
@@ -101,7 +101,7 @@ def _pack(codes, xp=np):
     return key, width * codes.shape[1]
 
 
-def _merge_sorted(key, xp=np):
+def merge_sorted(key, xp=np):
     """(first occurrence of each distinct key in order of appearance, inverse) by sorting."""
     _, first, inverse = xp.unique(key, return_index=True, return_inverse=True)
     order = xp.argsort(first)  # first occurrences are distinct: any sort is stable here
@@ -110,8 +110,8 @@ def _merge_sorted(key, xp=np):
     return first[order], rank[inverse.ravel()]
 
 
-def _merge_dense_xp(key, n_bins: int, xp):
-    """``_merge_hashed`` for small keys with array operations (for GPUs): the first index of each key by an atomic
+def merge_dense(key, n_bins: int, xp):
+    """``merge_hashed`` for small keys with array operations (for GPUs): the first index of each key by an atomic
     minimum into a table, then the occupied slots ordered by that index."""
     from gpuseg.engines.scatter import scatter_min
 
@@ -127,8 +127,8 @@ def _merge_dense_xp(key, n_bins: int, xp):
 
 
 @njit(cache=True, nogil=True)
-def _merge_hashed(key):
-    """The same as ``_merge_sorted`` for packed integer keys, in one pass with an open-addressing hash table
+def merge_hashed(key):
+    """The same as ``merge_sorted`` for packed integer keys, in one pass with an open-addressing hash table
     (twice as many slots as keys, at least) that holds only row numbers (4 bytes a slot): a slot's key is
     the key of its row's first occurrence. First occurrences come out in order of appearance."""
     n = key.shape[0]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpuseg._core.memory import available_memory
 from gpuseg.engines.base import Job
 from gpuseg.engines.merge import merge_rows
 from gpuseg.errors import MemoryLimitError
-from gpuseg.memory import available_memory
 
 GUARD_PROBES = 400
 GUARD_SUBSET = 20_000
@@ -28,7 +28,7 @@ def run_sklearn_merged(job: Job) -> np.ndarray:
         merged = merge_rows(job.features, job.weights)
     if not merged.weights.any():  # weights that cancel on every row: no ball reaches min_samples >= 1
         return np.full(merged.inverse.shape[0], -1, dtype=np.int64)
-    weights = merged.weights
+    weights: np.ndarray | None = merged.weights
     if job.weights is None and merged.n_rows == merged.inverse.shape[0]:
         weights = None  # no two rows alike: scikit-learn's unweighted fit, a little faster
     # A tree computes each distance from the differences of the coordinates, as the exactness rule does; on

@@ -1,4 +1,4 @@
-"""``stopped(stop)``: the CPU kernels' reading of the interrupt flag (see :mod:`gpuseg.interrupts`).
+"""``stopped(stop)``: the CPU kernels' reading of the interrupt flag (see :mod:`gpuseg._core.interrupts`).
 
 A plain ``stop[0]`` in a loop that never writes it may be read once, before the loop, by the optimiser: the
 kernel would then never see the flag that another thread sets. An atomic load with acquire ordering is read

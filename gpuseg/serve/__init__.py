@@ -3,6 +3,7 @@
 Needs the ``serve`` extra: ``pip install 'gpuseg[serve]'``.
 """
 
-from gpuseg.serve.app import Settings, create_app
+from gpuseg.serve.app import create_app
+from gpuseg.serve.service import Settings
 
 __all__ = ["Settings", "create_app"]

@@ -9,179 +9,29 @@ token when one is set. More routes can be added with ``app.include_router(router
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
-import math
 import platform
-import secrets
-import threading
 import time
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from gpuseg import __version__
-from gpuseg.device import DEVICES, Device, resolve_device
-from gpuseg.io import DEFAULT_MAX_PIXELS
+from gpuseg._core.version import __version__
+from gpuseg.options import SegmentOptions
+from gpuseg.segmentation.report import Report
 from gpuseg.serve import models
-from gpuseg.serve.errors import ServiceError, from_library
-from gpuseg.serve.jobs import JobQueue, QueueFullError
+from gpuseg.serve.errors import ServiceError
 from gpuseg.serve.metrics import Metrics
-from gpuseg.serve.sessions import SessionCache
+from gpuseg.serve.page import page_router, sessions_router
+from gpuseg.serve.service import IMAGE_BODY, LIBRARIES, PROBLEMS, REPORT_HEADER, Service, ServiceDep, Settings
 from gpuseg.serve.uploads import check_image, read_body, upload_field
-
-LIBRARIES = ("numpy", "numba", "opencv-python-headless", "scikit-learn", "cupy-cuda12x", "fastapi", "uvicorn")
-REPORT_HEADER = "X-Gpuseg-Report"
-"""The header that carries the report (JSON) of a ``?format=npy`` answer."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What ``gpuseg serve`` is started with.
-
-    Attributes
-    ----------
-    device : {"auto", "cpu", "gpu"}
-        Where every request is clustered.
-    token : str, optional
-        When set, every route but ``/v1/health`` needs ``Authorization: Bearer <token>``.
-    max_upload_bytes : int
-        Largest request body.
-    max_pixels : int
-        Largest image (width * height), checked from its header before decoding.
-    queue_size : int
-        Jobs that may wait for the device; more are answered 503.
-    timeout_s : float
-        Seconds a request may wait and run before it is answered 504.
-    warm_up : bool
-        Compile the kernels when the app starts (``/v1/ready`` answers 503 until they are).
-    page_sessions, page_cache_bytes, page_ttl_s
-        The images the interactive page keeps (see :class:`~gpuseg.serve.sessions.SessionCache`): at most
-        this many, in this many bytes, each forgotten after this many seconds unused.
-    """
-
-    device: str = "auto"
-    token: str | None = None
-    max_upload_bytes: int = 64 * 2**20
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    queue_size: int = 16
-    timeout_s: float = 300.0
-    warm_up: bool = True
-    page_sessions: int = 32
-    page_cache_bytes: int = 2**30
-    page_ttl_s: float = 900.0
-
-    def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ValueError(f"device={self.device!r} is not one of {', '.join(DEVICES)}")
-        if self.token is not None and not self.token:
-            raise ValueError("the token is empty; give a token, or none to serve without one")
-        for name in ("max_upload_bytes", "max_pixels", "queue_size", "page_sessions", "page_cache_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
-            raise ValueError(f"timeout_s={self.timeout_s} must be a positive number of seconds")
-
-
-class Service:
-    """The state of one app: its settings, the device, the job queue, readiness and metrics."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.device: Device = resolve_device(settings.device)  # device='gpu' without one fails here, at start
-        self.jobs: JobQueue | None = None
-        self.ready = threading.Event()
-        self.not_ready_reason: str | None = "starting"
-        self.metrics = Metrics(lambda: self.jobs.depth if self.jobs else 0)
-        self.auth = Depends(self._check_token)
-        self.sessions = SessionCache(settings.page_sessions, settings.page_cache_bytes, settings.page_ttl_s)
-
-    def start(self) -> None:
-        self.jobs = JobQueue(self.settings.queue_size)
-        if not self.settings.warm_up:
-            self._became_ready()
-            return
-        self.not_ready_reason = "compiling the kernels"
-        self.jobs.submit(self._warm_up).add_done_callback(self._warmed)
-
-    def stop(self) -> None:
-        self.ready.clear()
-        self.not_ready_reason = "shutting down"
-        if self.jobs is not None:
-            self.jobs.close()
-
-    def _warm_up(self) -> None:
-        """Run each kernel the service uses once, on the device's thread, on a tiny image and point set."""
-        from gpuseg.cluster import dbscan
-        from gpuseg.pipeline import segment
-        from gpuseg.synthetic import shapes_image
-
-        image = shapes_image(24, 32, seed=1)[0]
-        segment(image, device=self.settings.device)  # colour + position: the grid engine
-        segment(image, xy_scale=None, device=self.settings.device)  # colour only: the cell engine
-        dbscan(np.random.default_rng(0).random((64, 2)), eps=0.1, min_samples=4, device=self.settings.device)
-
-    def _warmed(self, future) -> None:
-        if future.exception() is not None:
-            self.not_ready_reason = f"warming up failed: {future.exception()}"
-        else:
-            self._became_ready()
-
-    def _became_ready(self) -> None:
-        self.not_ready_reason = None
-        self.ready.set()
-
-    def _check_token(self, request: Request) -> None:
-        token = self.settings.token
-        if token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
-            raise ServiceError(
-                401, "this service needs 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"}
-            )
-
-    async def run(self, job):
-        """``job()`` on the device's thread; its answer, or the HTTP error it comes to.
-
-        Raises
-        ------
-        ServiceError
-            503 (with Retry-After) when the queue is full, 504 past the time limit, 4xx for bad input.
-        """
-        if self.jobs is None or not self.jobs.alive():
-            raise ServiceError(503, "the service is not running", {"Retry-After": "5"})
-        try:
-            future = self.jobs.submit(job)
-        except QueueFullError as exc:
-            raise ServiceError(
-                503,
-                f"the device's queue is full ({self.settings.queue_size} jobs waiting, --queue); retry later",
-                {"Retry-After": str(exc.retry_after)},
-            ) from None
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.timeout_s)
-        except TimeoutError:
-            started = not future.cancelled()
-            raise ServiceError(
-                504,
-                f"the request took longer than the limit of {self.settings.timeout_s:g} s (--timeout) "
-                + ("while it ran; its result is discarded" if started else "waiting for the device; it did not run")
-                + "; send a smaller image, or retry when the service is less busy",
-            ) from None
-        except Exception as exc:
-            mapped = from_library(exc)
-            if mapped is None:
-                raise
-            raise mapped from None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -213,31 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     _add_error_handlers(app)
     _add_metrics_middleware(app, service.metrics)
-    from gpuseg.serve.page import page_router, sessions_router
-
     app.include_router(health_router)
     app.include_router(page_router)
     app.include_router(api_router, dependencies=[service.auth])
     app.include_router(sessions_router, dependencies=[service.auth])
     return app
 
-
-def _service(request: Request) -> Service:
-    return request.app.state.service
-
-
-ServiceDep = Annotated[Service, Depends(_service)]
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"model": models.Problem, "description": text}
-    for code, text in {
-        401: "no or wrong bearer token",
-        413: "body over --max-upload-mb, image over --max-pixels, or more memory than the machine has",
-        415: "not an image gpuseg reads",
-        422: "a bad parameter, an empty or damaged upload (the message names it and the fix)",
-        503: "the device's queue is full (see Retry-After), or the GPU cannot run it now",
-        504: "past the time limit (--timeout)",
-    }.items()
-}
 
 health_router = APIRouter()
 api_router = APIRouter()
@@ -263,7 +94,7 @@ async def info(service: ServiceDep) -> models.Info:
     """Versions, the device requests run on, the engines and the limits."""
     from importlib import metadata
 
-    from gpuseg.device import gpu_status
+    from gpuseg._core.device import gpu_status
     from gpuseg.engines import ENGINES
 
     libraries = {}
@@ -301,23 +132,6 @@ async def metrics(service: ServiceDep) -> Response:
     return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-IMAGE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"image": {"type": "string", "format": "binary"}},
-                    "required": ["image"],
-                }
-            },
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
-
-
 @api_router.post(
     "/v1/segment",
     response_model=models.SegmentResponse,
@@ -332,20 +146,26 @@ async def segment_image(request: Request, service: ServiceDep, query: Annotated[
     line reads. Answers the report and the 16-bit PNG label map (base64; 0 is noise, cluster k is k + 1), or
     with ``?format=npy`` the int32 label map (-1 noise) as a .npy body and the report in the X-Gpuseg-Report
     header."""
-    from gpuseg.io import decode_image, encoded, npy_writer, png_writer
-    from gpuseg.labels import labels_to_png
-    from gpuseg.pipeline import segment
+    from gpuseg.io.read import decode_image
+    from gpuseg.io.write import encoded, npy_writer, png_writer
+    from gpuseg.segmentation.labels import labels_to_png
+    from gpuseg.segmentation.pipeline import segment
 
     settings = service.settings
     body = await read_body(request, settings.max_upload_bytes)
     data = await run_in_threadpool(upload_field, body, request.headers.get("content-type", ""), "image")
     del body
     check_image(data, settings.max_pixels)
-    options, as_npy = query.segment_kwargs(), query.format == "npy"
+    try:  # the options together (target_noise needs eps=auto), before any work
+        kwargs = models.segment_kwargs(query)
+        options = SegmentOptions(device=settings.device, max_pixels=settings.max_pixels, **kwargs)
+    except ValueError as exc:
+        raise ServiceError(422, str(exc)) from None
+    as_npy = query.format == "npy"
 
-    def job() -> tuple[dict, bytes]:
+    def job() -> tuple[Report, bytes]:
         image = decode_image(data, name="image", max_pixels=settings.max_pixels)
-        result = segment(image, device=settings.device, max_pixels=settings.max_pixels, **options)
+        result = segment(image, options)
         writer = npy_writer(result.labels.astype(np.int32)) if as_npy else png_writer(labels_to_png(result.labels))
         service.metrics.pixels.inc(result.labels.size)
         return result.report, encoded(writer)
@@ -374,9 +194,9 @@ async def segment_image(request: Request, service: ServiceDep, query: Annotated[
 async def cluster_rows(request: Request, service: ServiceDep, query: Annotated[models.ClusterQuery, Query()]) -> Any:
     """DBSCAN on feature rows: the body is a .npy array (N, F) or a CSV table (one sample per line, an optional
     header line). Answers one label per row (-1 noise), as ``gpuseg cluster`` writes them."""
-    from gpuseg.cluster import cluster_features
+    from gpuseg.engines.run import cluster_features
     from gpuseg.features import points_features
-    from gpuseg.points import points_from_bytes
+    from gpuseg.io.points import points_from_bytes
 
     body = await read_body(request, service.settings.max_upload_bytes)
     if not body:
@@ -422,8 +242,11 @@ def _add_error_handlers(app: FastAPI) -> None:
                 known = ", ".join(_query_names(request))
                 problems.append(f"{name}{given}: not a parameter of {request.url.path} (its parameters: {known})")
                 continue
-            hint = models.option_help(name)
-            problems.append(f"{name}{given}: {error.get('msg', 'invalid')}" + (f" ({name}: {hint})" if hint else ""))
+            message = error.get("msg", "invalid")
+            if error.get("type") == "value_error":  # the table's own sentence: the name, the value, what it takes
+                problems.append(str(error.get("ctx", {}).get("error", message.removeprefix("Value error, "))))
+            else:
+                problems.append(f"{name}{given}: {message}")
         return JSONResponse({"detail": "; ".join(problems), "errors": jsonable_encoder(exc.errors())}, status_code=422)
 
 

@@ -2,7 +2,7 @@
 
 Request handlers submit a job and await its future, so the event loop never runs a kernel; a full queue is
 refused at once (the service answers 503 with Retry-After) rather than piling work up. One long-lived
-thread also means numba's thread team is built once, as in :mod:`gpuseg.interrupts`.
+thread also means numba's thread team is built once, as in :mod:`gpuseg._core.interrupts`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class JobQueue:
         self._jobs: queue.Queue = queue.Queue(maxsize=size)
         self._closed = threading.Event()
         self._running = 0
-        self._recent = collections.deque(maxlen=32)  # seconds of the last jobs, for Retry-After
+        self._recent: collections.deque[float] = collections.deque(maxlen=32)  # the last jobs' seconds: Retry-After
         self._after_job = release_memory if after_job is None else after_job
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()

@@ -1,70 +1,73 @@
-"""The service's typed parameters and answers.
+"""The service's query models, made from :data:`gpuseg.params.PARAMS`, and its answers.
 
-:class:`SegmentOptions` holds the options of :func:`gpuseg.segment` that a request may set, one field each,
-named and defaulted as the library's keywords: a new option of ``segment()`` is one more field here.
+Every query parameter is a row of the table, parsed by :meth:`gpuseg.params.Param.parse`: a value is taken or
+refused (422, with the library's message) exactly as in Python and on the command line, on every route.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
 
-from gpuseg.engines import ENGINE_NAMES
-from gpuseg.features import ALPHA_MODES, COLOR_SPACES
-from gpuseg.pipeline import DEFAULT_COLOR, DEFAULT_EPS, DEFAULT_MIN_SAMPLES, DEFAULT_XY_SCALE, NOISE_MODES
+from gpuseg.params import PARAMS, Choice, Flag, Integer, Number, Param, distance_or_refuse
 
 
-class SegmentOptions(BaseModel):
-    """Query parameters of ``POST /v1/segment`` passed to :func:`gpuseg.segment` as they are."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    eps: float | Literal["auto"] = Field(
-        DEFAULT_EPS, description="DBSCAN radius in feature units, e.g. 0.055, or auto: the eps for target_noise"
-    )
-    min_samples: int = Field(DEFAULT_MIN_SAMPLES, ge=1, description="neighbourhood weight of a core pixel, e.g. 20")
-    color: Literal[COLOR_SPACES] = Field(DEFAULT_COLOR, description=f"colour features: {', '.join(COLOR_SPACES)}")
-    alpha: Literal[ALPHA_MODES] = Field("ignore", description=f"an alpha channel: {', '.join(ALPHA_MODES)}")
-    xy_scale: float = Field(
-        DEFAULT_XY_SCALE, ge=0, allow_inf_nan=False, description="position features x*s, y*s; 0 for colour only"
-    )
-    engine: Literal[ENGINE_NAMES] = Field("auto", description=f"one of {', '.join(ENGINE_NAMES)}")
-    target_noise: float | None = Field(
-        None, ge=0, lt=1, allow_inf_nan=False, description="noise fraction eps=auto aims at, e.g. 0.1 (with eps=auto)"
-    )
-    noise: Literal[NOISE_MODES] = Field("keep", description="fill: noise pixels take the nearest cluster")
-    min_region: int = Field(0, ge=0, description="regions smaller than this many pixels join a neighbour")
-
-    @field_validator("eps")
-    @classmethod
-    def _positive_eps(cls, eps):
-        if eps != "auto" and not (math.isfinite(eps) and eps > 0):
-            raise ValueError("eps must be a positive number, such as 0.055, or auto")
-        return eps
-
-    def segment_kwargs(self) -> dict[str, Any]:
-        """The keywords of :func:`gpuseg.segment` (every field of this class, none of its subclasses')."""
-        return self.model_dump(include=set(SegmentOptions.model_fields))
+def _schema(param: Param) -> dict[str, Any]:
+    """The OpenAPI schema of a parameter (what /docs shows)."""
+    rule = param.rule
+    if isinstance(rule, Choice):
+        return {"type": "string", "enum": list(rule.options)}
+    if isinstance(rule, Flag):
+        return {"type": "boolean"}
+    if isinstance(rule, Integer):
+        return {"type": "integer", "minimum": rule.low, "maximum": rule.high}
+    if isinstance(rule, Number):
+        number = {"type": "number", "minimum": 0 if rule.zero_is_none else rule.low, "maximum": rule.high}
+        return {"anyOf": [number, {"const": "auto"}]} if rule.auto else number
+    return {"type": "string"}
 
 
-class SegmentQuery(SegmentOptions):
-    """All the query parameters of ``POST /v1/segment``: the options and the answer's format."""
+def field(name: str, *, required: bool = False, distance: bool = False) -> tuple[Any, Any]:
+    """A query field for the table's row ``name``: parsed and checked as the library checks it."""
+    param = PARAMS[name]
+    parse = (lambda v: distance_or_refuse(name, param.parse(v))) if distance else param.parse
+    annotation = Annotated[Any, BeforeValidator(parse), WithJsonSchema(_schema(param))]
+    return annotation, Field(... if required else param.default, description=param.words + ". " + param.help)
 
-    format: Literal["json", "npy"] = Field(
-        "json", description="json: report and base64 label PNG; npy: the int32 label map, report in a header"
-    )
+
+def query_model(name: str, doc: str, *fields: str, base: type[BaseModel] | None = None, **made: Any) -> Any:
+    """A model of query parameters: the rows ``fields`` (and ``made``: name -> :func:`field`), extras refused."""
+    config = None if base is not None else ConfigDict(extra="forbid")
+    model = create_model(name, __base__=base, __config__=config, __doc__=doc, **{n: field(n) for n in fields}, **made)  # type: ignore[call-overload]
+    return model
 
 
-class ClusterQuery(BaseModel):
-    """Query parameters of ``POST /v1/cluster`` (see :func:`gpuseg.dbscan`)."""
+OPTION_NAMES = ("eps", "min_samples", "color", "alpha", "xy_scale", "engine", "target_noise", "noise", "min_region")
+"""The options of :class:`gpuseg.SegmentOptions` a request may set (the device and limits are the service's)."""
 
-    model_config = ConfigDict(extra="forbid")
+SegmentOptions = query_model("SegmentOptions", "The options of gpuseg.segment() a request may set.", *OPTION_NAMES)
+SegmentQuery = query_model(
+    "SegmentQuery", "All the query parameters of POST /v1/segment: the options and the answer's format.",
+    "format", base=SegmentOptions,
+)  # fmt: skip
+ClusterQuery = query_model(
+    "ClusterQuery", "Query parameters of POST /v1/cluster (see gpuseg.dbscan).", "engine",
+    eps=field("eps", required=True, distance=True), min_samples=field("min_samples", required=True),
+)  # fmt: skip
 
-    eps: float = Field(gt=0, allow_inf_nan=False, description="DBSCAN radius in the features' units")
-    min_samples: int = Field(ge=1, description="neighbourhood weight of a core sample")
-    engine: Literal[ENGINE_NAMES] = Field("auto", description=f"one of {', '.join(ENGINE_NAMES)}")
+PageQuery = query_model(
+    "PageQuery", "Query parameters of GET /v1/sessions/{id}/segment: the options, the picture and the resolution.",
+    "view", "preview", base=SegmentOptions,
+)  # fmt: skip
+CurveQuery = query_model(
+    "CurveQuery", "Query parameters of GET /v1/sessions/{id}/k-distances (eps is not used).", base=SegmentOptions
+)
+
+
+def segment_kwargs(query: BaseModel) -> dict[str, Any]:
+    """The options of :func:`gpuseg.segment` in a query (none of its other parameters)."""
+    return {name: getattr(query, name) for name in OPTION_NAMES}
 
 
 class SegmentResponse(BaseModel):
@@ -109,12 +112,3 @@ class Info(BaseModel):
 
 class Problem(BaseModel):
     detail: str = Field(description="what is wrong and how to fix it")
-
-
-def option_help(name: str) -> str | None:
-    """The description of a query parameter, for error messages."""
-    for model in (SegmentQuery, ClusterQuery):
-        field = model.model_fields.get(name)
-        if field is not None:
-            return field.description
-    return None

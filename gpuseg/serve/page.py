@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import base64
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
 
-from gpuseg.pictures import PICTURES
+from gpuseg.options import SegmentOptions
+from gpuseg.params import COLOR_SPACES, PARAMS, AlphaMode, ColorSpace
 from gpuseg.serve import models
-from gpuseg.serve.app import IMAGE_BODY, PROBLEMS, ServiceDep
 from gpuseg.serve.errors import ServiceError
+from gpuseg.serve.service import IMAGE_BODY, PROBLEMS, ServiceDep
 from gpuseg.serve.sessions import SessionExpired
 from gpuseg.serve.uploads import check_image, read_body, upload_field
 
@@ -33,17 +34,6 @@ page_router = APIRouter()
 """``GET /`` and its files: no token needed (the page asks for one when the service does)."""
 sessions_router = APIRouter()
 """The routes the page calls (behind the token, like the rest of the API)."""
-
-
-class PageQuery(models.SegmentOptions):
-    """Query parameters of ``GET /v1/sessions/{id}/segment``: the options, the picture and the resolution."""
-
-    view: Literal[PICTURES] = Field("overlay", description=f"the picture answered: {', '.join(PICTURES)}")
-    preview: bool = Field(False, description="cluster the downscaled preview (a large image, while dragging)")
-
-
-class CurveQuery(models.SegmentOptions):
-    """Query parameters of ``GET /v1/sessions/{id}/k-distances`` (eps is not used)."""
 
 
 class SessionAnswer(models.BaseModel):
@@ -79,17 +69,17 @@ class Curve(models.BaseModel):
 @page_router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page() -> HTMLResponse:
     """The page: drop an image, move eps, watch the regions (its controls start at the library's defaults)."""
-    from gpuseg.features import COLOR_SPACES
-    from gpuseg.pipeline import DEFAULT_COLOR, DEFAULT_EPS, DEFAULT_MIN_SAMPLES, DEFAULT_XY_SCALE
-
+    default = {name: PARAMS[name].default for name in ("eps", "min_samples", "xy_scale", "color")}
     colors = "".join(
-        f'<option value="{c}"{" selected" if c == DEFAULT_COLOR else ""}>{c}</option>' for c in COLOR_SPACES
+        f'<option value="{c}"{" selected" if c == default["color"] else ""}>{c}</option>' for c in COLOR_SPACES
     )
     html = _static("index.html")
     for key, value in {
-        "EPS": f"{DEFAULT_EPS:g}", "MIN_SAMPLES": str(DEFAULT_MIN_SAMPLES), "XY_SCALE": f"{DEFAULT_XY_SCALE:g}",
+        "EPS": f"{default['eps']:g}",
+        "MIN_SAMPLES": str(default["min_samples"]),
+        "XY_SCALE": f"{default['xy_scale']:g}",
         "COLOR_OPTIONS": colors,
-    }.items():  # fmt: skip
+    }.items():
         html = html.replace("{{" + key + "}}", value)
     return HTMLResponse(html)
 
@@ -108,7 +98,7 @@ def _static(name: str) -> str:
 @sessions_router.post("/v1/sessions", response_model=SessionAnswer, responses=PROBLEMS, openapi_extra=IMAGE_BODY)
 async def open_session(request: Request, service: ServiceDep) -> SessionAnswer:
     """Upload an image once for the page: decoded and kept (bounded, expiring) under the id answered."""
-    from gpuseg.io import decode_image
+    from gpuseg.io.read import decode_image
 
     settings = service.settings
     body = await read_body(request, settings.max_upload_bytes)
@@ -137,27 +127,31 @@ def _upload_name(request: Request) -> str:
 
 
 @sessions_router.get("/v1/sessions/{session_id}/segment", response_model=PageResult, responses=PROBLEMS)
-async def segment_session(session_id: str, service: ServiceDep, query: Annotated[PageQuery, Query()]) -> PageResult:
+async def segment_session(
+    session_id: str, service: ServiceDep, query: Annotated[models.PageQuery, Query()]
+) -> PageResult:
     """Segment the session's image (or its preview) with these parameters; answers the figures and the
     picture, and at full resolution the report and the label PNG."""
     session = _session(service, session_id)
-    options = query.segment_kwargs()
+    try:
+        options = SegmentOptions(device=service.settings.device, **models.segment_kwargs(query))
+    except ValueError as exc:
+        raise ServiceError(422, str(exc)) from None
 
     def job() -> PageResult:
-        from gpuseg.io import encoded, picture_writer, png_writer
-        from gpuseg.labels import labels_to_png
-        from gpuseg.pictures import picture
-        from gpuseg.pipeline import segment
+        from gpuseg.io.write import encoded, picture_writer, png_writer
+        from gpuseg.segmentation.labels import labels_to_png
+        from gpuseg.segmentation.pictures import picture
+        from gpuseg.segmentation.pipeline import segment
 
         preview = query.preview and session.preview is not None
         # a preview is the downscaled image clustered with the same parameters: its figures are approximate
         # (scaling xy_scale and min_samples with the size instead was measured to give 10-30x the clusters)
         image = session.preview if preview else session.image
         features = service.sessions.features(
-            session, options["color"], options["alpha"], preview,
-            lambda: _features(image, options["color"], options["alpha"]),
-        )  # fmt: skip
-        result = segment(image, device=service.settings.device, features=features, **options)
+            session, options.color, options.alpha, preview, lambda: _features(image, options.color, options.alpha)
+        )
+        result = segment(image, options, features=features)
         service.metrics.pixels.inc(result.labels.size)
         report = result.report
         shown = report["postprocess"] or report  # the labels shown: after fill and merge, where asked
@@ -171,31 +165,31 @@ async def segment_session(session_id: str, service: ServiceDep, query: Annotated
             preview=preview, width=image.shape[1], height=image.shape[0],
             picture="data:image/jpeg;base64,"
             + base64.b64encode(encoded(picture_writer(picture(query.view, image, result.labels), "jpg"))).decode(),
-            warnings=report["warnings"], report=None if preview else report, labels_png=labels_png,
+            warnings=report["warnings"], labels_png=labels_png,
+            report=None if preview or report is None else dict(report),
         )  # fmt: skip
 
     return await service.run(job)
 
 
 @sessions_router.get("/v1/sessions/{session_id}/k-distances", response_model=Curve, responses=PROBLEMS)
-async def k_distance_curve(session_id: str, service: ServiceDep, query: Annotated[CurveQuery, Query()]) -> Curve:
+async def k_distance_curve(session_id: str, service: ServiceDep, query: Annotated[models.CurveQuery, Query()]) -> Curve:
     """The sorted k-distance curve (k = min_samples) of the session's image and its knee, for the page's plot."""
     session = _session(service, session_id)
-    options = query.segment_kwargs()
+    options = models.segment_kwargs(query)
 
     def job() -> Curve:
         from dataclasses import replace
 
         import numpy as np
 
-        from gpuseg.features import check_xy_scale
-        from gpuseg.suggest import k_distances, knee_index
+        from gpuseg.tuning.suggest import k_distances, knee_index
 
         features = service.sessions.features(
             session, options["color"], options["alpha"], False,
             lambda: _features(session.image, options["color"], options["alpha"]),
         )  # fmt: skip
-        features = replace(features, xy_scale=check_xy_scale(options["xy_scale"]))
+        features = replace(features, xy_scale=options["xy_scale"])
         curve = k_distances(features, options["min_samples"]).distances
         points = curve[np.linspace(0, curve.shape[0] - 1, min(CURVE_POINTS, curve.shape[0])).astype(int)]
         return Curve(knee_eps=float(curve[knee_index(curve)]), k_distances=[float(d) for d in points])
@@ -212,7 +206,7 @@ def _session(service, session_id: str):
         ) from None
 
 
-def _features(image, color: str, alpha: str):
+def _features(image, color: ColorSpace, alpha: AlphaMode):
     """Colour features of an image, without position (each request sets its own xy_scale)."""
     from gpuseg.features import build_features
 

@@ -3,9 +3,13 @@ header checked against the pixel limit before anything is decoded."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
 from fastapi import Request
 
-from gpuseg.headers import BytesSource, HeaderError, ImageHeader, parse_header
+from gpuseg.io.headers import BytesSource, HeaderError, ImageHeader, parse_header
 from gpuseg.serve.errors import ServiceError
 
 
@@ -22,6 +26,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ServiceError(413, _too_large(size, limit, "at least "))
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+@dataclass
+class _Part:
+    """The form part being read: its current header's name and value, its field name and its data."""
+
+    header: bytes = b""
+    value: bytes = b""
+    name: str | None = None
+    data: list[bytes] = dataclasses.field(default_factory=list)
 
 
 def _too_large(size: int, limit: int, at_least: str = "") -> str:
@@ -43,24 +57,33 @@ def upload_field(body: bytes, content_type: str, field: str) -> bytes:
     if not boundary:
         raise ServiceError(422, "the multipart/form-data body has no boundary in its Content-Type")
     parts: dict[str, bytes] = {}
-    state = {"header": b"", "value": b"", "name": None, "data": []}
+    part = _Part()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part.header += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        part.value += data[start:end]
 
     def on_header_end() -> None:
-        if state["header"].lower() == b"content-disposition":
-            _, disposition = parse_options_header(state["value"])
-            state["name"] = disposition.get(b"name", b"").decode("latin-1")
-        state["header"], state["value"] = b"", b""
+        if part.header.lower() == b"content-disposition":
+            _, disposition = parse_options_header(part.value)
+            part.name = disposition.get(b"name", b"").decode("latin-1")
+        part.header, part.value = b"", b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part.data.append(bytes(data[start:end]))
 
     def on_part_end() -> None:
-        if state["name"] is not None and state["name"] not in parts:
-            parts[state["name"]] = b"".join(state["data"])
-        state["name"], state["data"] = None, []
+        if part.name is not None and part.name not in parts:
+            parts[part.name] = b"".join(part.data)
+        part.name, part.data = None, []
 
-    callbacks = {
-        "on_header_field": lambda data, start, end: state.update(header=state["header"] + data[start:end]),
-        "on_header_value": lambda data, start, end: state.update(value=state["value"] + data[start:end]),
+    callbacks: Any = {  # python-multipart's MultipartCallbacks
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
         "on_header_end": on_header_end,
-        "on_part_data": lambda data, start, end: state["data"].append(bytes(data[start:end])),
+        "on_part_data": on_part_data,
         "on_part_end": on_part_end,
     }
     try:

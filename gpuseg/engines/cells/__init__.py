@@ -40,7 +40,7 @@ def number_cells(roots, first_core, xp=np):
 def overflow_fallback(job: Job) -> np.ndarray:
     """scikit-learn on merged rows (with a tree, exact), on the host, when the points cannot be put in cells:
     cell keys beyond 62 bits, or coordinates too large beside eps for float64 cells."""
-    from gpuseg.arrays import to_host
+    from gpuseg._core.arrays import to_host
     from gpuseg.engines.sklearn import run_sklearn_merged
 
     job.note = "the points' spread or magnitude is too large beside eps for cells; scikit-learn on merged rows ran"

@@ -64,7 +64,7 @@ def count_neighbours(points, weights, start, ptr, idx, eps2, min_samples, stop_a
     """core[i] = weight of the eps-ball of point i >= min_samples. A cell's own points are all in the ball."""
     n_cells = start.shape[0] - 1
     for c in prange(n_cells):
-        if stopped(stop):  # interrupted (see gpuseg.interrupts)
+        if stopped(stop):  # interrupted (see gpuseg._core.interrupts)
             continue
         own = 0.0
         for i in range(start[c], start[c + 1]):

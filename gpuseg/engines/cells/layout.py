@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from gpuseg.arrays import to_host
+from gpuseg._core.arrays import to_host
 
 MAX_CELL_DIMS = 5
 """Points of more dimensions than this go to scikit-learn (on merged rows): the neighbour cells explode."""

@@ -13,9 +13,11 @@ on a GPU).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gpuseg._core.arrays import Array
 from gpuseg.engines.base import Job
 from gpuseg.engines.grid.stencil import (
     LARGE_STENCIL,
@@ -24,6 +26,10 @@ from gpuseg.engines.grid.stencil import (
     stencil_size,
 )
 from gpuseg.engines.grid.stencil import stencil as stencil_offsets  # the package's ``stencil`` stays the module
+
+if TYPE_CHECKING:
+    from gpuseg.engines.grid.cpu import CpuStages
+    from gpuseg.engines.grid.cuda import CudaStages
 
 
 def unsupported(job: Job) -> str | None:
@@ -45,7 +51,7 @@ def unsupported(job: Job) -> str | None:
 def large_stencil(job: Job) -> bool:
     """Does the pixel stencil have more than :data:`LARGE_STENCIL` offsets?"""
     f = job.features
-    return stencil_size(job.eps, f.xy_scale, *f.image_shape) > LARGE_STENCIL
+    return stencil_size(job.eps, f.position_scale, *f.image_shape) > LARGE_STENCIL
 
 
 @dataclass
@@ -58,12 +64,12 @@ class Window:
     row is row ``row0`` of the stack.
     """
 
-    colors: object
-    lut: object
-    mask: object | None
-    weights: object | None
-    xs: object
-    ys: object
+    colors: Array
+    lut: Array
+    mask: Array | None
+    weights: Array | None
+    xs: Array
+    ys: Array
     tile_rows: int
     row0: int = 0
 
@@ -109,7 +115,7 @@ def image_window(job: Job, xp) -> Window:
 
 
 def _array_module(a):
-    from gpuseg.arrays import array_module
+    from gpuseg._core.arrays import array_module
 
     return array_module(a)
 
@@ -128,21 +134,20 @@ def run_grid(job: Job, xp=None, band_rows: int | None = None):
     run in bands of rows (see :func:`gpuseg.engines.grid.cuda.banded`)."""
     f = job.features
     h, w = f.shape
-    dy, dx = stencil_offsets(job.eps, f.xy_scale, *f.image_shape)
+    dy, dx = stencil_offsets(job.eps, f.position_scale, *f.image_shape)
+    stages: CpuStages | CudaStages
     if job.device.kind == "cpu":
         from gpuseg.engines.grid.cpu import CpuStages
 
         xp = np
         stages = CpuStages(job, dy, dx)
+        image = image_window(job, xp)
     else:
-        from gpuseg.engines.grid.cuda import CudaStages
+        from gpuseg.engines.grid.cuda import CudaStages, banded, rows_per_band
 
         xp = xp or job.device.xp
         stages = CudaStages(job, dy, dx, xp)
-    image = image_window(job, xp)
-    if job.device.kind != "cpu":
-        from gpuseg.engines.grid.cuda import banded, rows_per_band
-
+        image = image_window(job, xp)
         band = rows_per_band(job, image, stages, xp) if band_rows is None else max(min(band_rows, h), 1)
         if band < h or _array_module(f.colors) is not xp:
             return sample_labels(banded(job, stages, image, band, xp), job)

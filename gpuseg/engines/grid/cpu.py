@@ -3,7 +3,7 @@
 The count is row-vectorised: offset by offset over whole rows of float color planes, without branches in
 the inner loops, so that it runs at SIMD speed; a GPU has a thread per pixel instead (``cuda.py``). Union
 and borders test pixel pairs with the helper that the CUDA kernels use. Each kernel skips its remaining
-rows once ``stop[0]`` is set (see :mod:`gpuseg.interrupts`).
+rows once ``stop[0]`` is set (see :mod:`gpuseg._core.interrupts`).
 """
 
 from __future__ import annotations

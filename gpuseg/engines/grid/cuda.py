@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import float64, int32
 
-from gpuseg.arrays import array_module, to_host
+from gpuseg._core.arrays import array_module, to_host
 from gpuseg.engines import device_helpers as helpers
 from gpuseg.engines.base import Job
 from gpuseg.engines.gpu_common import (
@@ -200,7 +200,7 @@ class CudaStages:
         f = job.features
         half = forward_half(dy, dx)
         self.radius = int(max(np.abs(dy).max(initial=0), np.abs(dx).max(initial=0)))
-        self.kernels = kernels(f.lut is not None, f.colors.shape[2], self.radius, tiled)
+        self.kernels = kernels(f.lut is not None, f.pixels.shape[2], self.radius, tiled)
         self.dy, self.dx = xp.asarray(dy), xp.asarray(dx)
         self.fdy = xp.asarray(np.ascontiguousarray(dy[half]))
         self.fdx = xp.asarray(np.ascontiguousarray(dx[half]))
@@ -270,7 +270,7 @@ def whole_image_fits(job: Job) -> bool:
         return True
     h, w = f.shape
     radius = min(stencil_radius(job.eps, f.xy_scale, max(f.image_shape)), h)
-    return rows_that_fit(h, w, f.colors.itemsize * f.colors.shape[2], radius, cupy) >= h
+    return rows_that_fit(h, w, f.pixels.itemsize * f.pixels.shape[2], radius, cupy) >= h
 
 
 def rows_that_fit(h: int, w: int, color_bytes: int, radius: int, xp) -> int:

@@ -35,8 +35,8 @@ def stencil(eps: float, xy_scale: float, height: int, width: int) -> tuple[np.nd
     slack = position_slack(eps, xy_scale, max(height, width))
     r = stencil_radius(eps, xy_scale, max(height, width))
     ry, rx = min(r, height - 1), min(r, width - 1)
-    dy, dx = np.meshgrid(np.arange(-ry, ry + 1), np.arange(-rx, rx + 1), indexing="ij")
-    dy, dx = dy.ravel(), dx.ravel()
+    grid_y, grid_x = np.meshgrid(np.arange(-ry, ry + 1), np.arange(-rx, rx + 1), indexing="ij")
+    dy, dx = grid_y.ravel(), grid_x.ravel()
     d2 = (dy * dy + dx * dx).astype(np.float64)
     keep = (d2 * xy_scale * xy_scale <= eps * eps * (1 + slack) ** 2) & (d2 > 0)
     dy, dx, d2 = dy[keep], dx[keep], d2[keep]

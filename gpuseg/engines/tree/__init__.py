@@ -50,7 +50,7 @@ def run_tree_cpu(job: Job) -> np.ndarray:
     Returns
     -------
     labels : ndarray of shape (N,), int64
-        -1 for noise, clusters 0, 1, ... in order of their smallest core sample index.
+        As :func:`gpuseg.dbscan` returns them.
 
     Raises
     ------
@@ -125,7 +125,7 @@ def thread_pool(threads: int) -> ThreadPoolExecutor:
     """A pool of ``threads`` threads kept from one run to the next (a new one in a forked child, whose
     threads did not survive the fork). Threads started anew for each run leave memory behind (stacks, malloc
     arenas): 9 MiB more after a few runs on 40k rows, measured. Its threads are not named "gpuseg-...": idle,
-    they hold nothing up (see ``gpuseg.cli._interrupted``)."""
+    they hold nothing up (see ``gpuseg.cli.app._interrupted``)."""
     global _pool
     with _pool_lock:
         pid = os.getpid()

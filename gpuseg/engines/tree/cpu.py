@@ -65,7 +65,7 @@ def build_tree(points, leaf_size, index_dtype, stop):
     order = np.arange(m)
     start[0], end[0] = 0, m
     for node in range(n_nodes):
-        if stopped(stop):  # interrupted (see gpuseg.interrupts)
+        if stopped(stop):  # interrupted (see gpuseg._core.interrupts)
             break
         s, e = start[node], end[node]
         for k in range(d):
@@ -128,7 +128,7 @@ def query(cols, order, start, end, lower, upper, positions, eps2, count_only, st
     x = np.empty(d)
     n = 0
     for r in range(n_rows):
-        if stopped(stop):  # interrupted (see gpuseg.interrupts)
+        if stopped(stop):  # interrupted (see gpuseg._core.interrupts)
             ptr[r + 1 :] = n
             break
         q = positions[r]

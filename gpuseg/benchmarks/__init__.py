@@ -1,0 +1,1 @@
+"""What ``gpuseg bench`` runs: the engines side by side with scikit-learn, and the folder pipeline."""

@@ -1,0 +1,1 @@
+"""The ``gpuseg`` command line: thin commands over the Python API."""

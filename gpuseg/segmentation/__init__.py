@@ -1,0 +1,1 @@
+"""One image: features -> DBSCAN -> labels -> post-processing -> report, pictures and outputs."""
