@@ -76,7 +76,7 @@ def expand_inputs(
     items: list[Item] = []
     passed_over = 0
     expanded = False
-    skip_root = out.resolve() if out is not None else None
+    skip_root = resolved(out) if out is not None else None
     for given in inputs:
         text = os.fspath(given)
         path = Path(text)
@@ -140,7 +140,7 @@ def _listing(folder: Path, recursive: bool) -> list[Path]:
 
 def _under(path: Path, root: Path | None) -> bool:
     try:
-        return root is not None and path.resolve().is_relative_to(root)
+        return root is not None and resolved(path).is_relative_to(root)
     except (OSError, RuntimeError):
         return False
 
@@ -154,7 +154,7 @@ def _is_input(file: Path, skip_root: Path | None) -> bool:
     try:
         if not file.is_file():  # FIFOs, sockets, devices, broken links
             return False
-        if skip_root is not None and file.resolve().is_relative_to(skip_root):
+        if skip_root is not None and resolved(file).is_relative_to(skip_root):
             return False
     except OSError:
         return False
@@ -172,12 +172,21 @@ def _literal_prefix(pattern: str) -> str:
     return str(Path(*literal)) if literal else "."
 
 
+def resolved(path: Path) -> Path:
+    """``path`` with its links followed, as far as they lead: a link that loops (``ln -s a a``) stays as it is
+    (absolute), and fails as that file or folder when it is used."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a symbolic link loop (RuntimeError up to Python 3.12)
+        return path.absolute()
+
+
 def check_stems(items: Iterable[Item]) -> None:
     """ValueError when an image is given twice (also through overlapping folders or patterns), or two inputs
     would write the same files."""
     seen: dict[Path, Path] = {}
     for item in items:
-        key = item.source.resolve()
+        key = resolved(item.source)
         if key in seen:
             raise ValueError(
                 f"{item.source} is given twice (also as {seen[key]}); give each image, folder or pattern once"
@@ -185,9 +194,9 @@ def check_stems(items: Iterable[Item]) -> None:
         seen[key] = item.source
     first: dict[Path, Path] = {}
     for item in items:
-        key = item.stem.resolve()
+        key = resolved(item.stem)
         if key in first:
-            if first[key].resolve() == item.source.resolve():
+            if resolved(first[key]) == resolved(item.source):
                 raise ValueError(f"{item.source} is given twice; give each image once")
             raise ValueError(
                 f"{item.source} and {first[key]} would both write {item.stem}.*; rename one, or segment them "

@@ -163,6 +163,10 @@ def check_out_dir(out_dir: Path) -> None:
     GpusegError
         Its nearest existing folder is not writable.
     """
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise ValueError(
+            f"out_dir={str(out_dir)!r} is a symbolic link to nothing (or to itself): remove the link, or give a folder"
+        )
     folder = out_dir.absolute()
     while not folder.exists():
         folder = folder.parent

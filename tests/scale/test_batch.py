@@ -340,3 +340,17 @@ def test_on_a_gpu_images_go_to_the_device_in_the_decoding_threads(tmp_path, monk
     assert sorted(c[0] for c in calls) == ["gpu-decode", "upload"]
     assert ("gpu-decode", files["b"].name) == calls[[c[0] for c in calls].index("gpu-decode")][:2]
     assert all(c[2].startswith("gpuseg-decode") for c in calls)
+
+
+def test_symbolic_link_loops_are_refused_without_a_traceback(tmp_path):
+    good = tmp_path / "a.png"
+    save_png(good, shapes_image(20, 24, seed=1)[0])
+    (tmp_path / "loop.png").symlink_to("loop.png")  # ln -s loop.png loop.png
+    result = runner.invoke(app, ["segment", str(tmp_path / "loop.png"), "--out-dir", str(tmp_path / "o"), *FAST])
+    assert result.exit_code == 1 and "Too many levels of symbolic links" in result.output, result.output
+    assert "Traceback" not in result.output and "unexpected" not in result.output
+    for name in ("loopdir", "dangling"):
+        (tmp_path / name).symlink_to(name if name == "loopdir" else "nowhere")
+        result = runner.invoke(app, ["segment", str(good), "--out-dir", str(tmp_path / name), *FAST])
+        assert result.exit_code == 2 and "is a symbolic link to nothing (or to itself)" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "dangling", "loop.png", "loopdir"]
