@@ -142,8 +142,10 @@ class DaskImages:
         futures: dict[Any, Item] = {}
         try:
             for item in items:
+                # absolute paths: workers started in another folder see the same files (a shared file system)
+                task_item = Item(item.source.absolute(), item.stem.absolute())
                 future = self.client.submit(
-                    segment_image_task, item, self.options, self.outputs, self.replace, since, pure=False,
+                    segment_image_task, task_item, self.options, self.outputs, self.replace, since, pure=False,
                     key=f"gpuseg-image-{os.urandom(6).hex()}",
                 )  # fmt: skip
                 futures[future] = item

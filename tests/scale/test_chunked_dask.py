@@ -175,3 +175,24 @@ def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch):
     result = CliRunner().invoke(app, ["segment", __file__, "--scheduler", "tcp://127.0.0.1:9"])
     assert result.exit_code == 1
     assert "could not reach the Dask scheduler at tcp://127.0.0.1:9" in result.output
+
+
+def test_relative_paths_reach_workers_started_in_another_folder(tmp_path, client, monkeypatch):
+    write_folder(tmp_path / "in", 2, size=(60, 80))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    before = client.run(os.getcwd)
+    client.run(os.chdir, str(elsewhere))  # as `dask worker` started in another folder
+    try:
+        monkeypatch.chdir(tmp_path)
+        summary = segment_many(expand_inputs(["in"], "out"), OPTIONS, client=client, out_dir="out")
+        assert (summary.done, summary.failed) == (2, 0)
+        options = dict(eps=0.055, min_samples=20, xy_scale=0.01)
+        segment_chunked("in/scene1.png", "out/chunked", chunk=32, client=client, **options)
+        expected = segment(shapes_image(60, 80, seed=1)[0], device="cpu", **options).labels
+        assert np.array_equal(read_labels(tmp_path / "out" / "chunked.labels.zarr"), expected)
+    finally:
+        for worker, cwd in before.items():
+            client.run(os.chdir, cwd, workers=[worker])
+    assert list(elsewhere.iterdir()) == []
+    assert (tmp_path / "out" / "scene0.labels.npy").is_file() and (tmp_path / "out" / "scene1.json").is_file()

@@ -123,10 +123,12 @@ def segment_chunked(
     source_name = "the image" if isinstance(image_or_path, np.ndarray) else str(image_or_path)
     refuse_whole_image_options(source_name, options)
     start = time.perf_counter()
-    paths = chunked_output_paths(stem_path, picture_format)
+    paths = chunked_output_paths(Path(stem_path).absolute(), picture_format)  # as Dask workers elsewhere see it
     existing = [str(p) for p in paths.values() if p.exists() or p.is_symlink()]
     if existing and not overwrite:
         raise OutputExistsError(f"{', '.join(existing)}: exist; pass --overwrite to replace them")
+    if not isinstance(image_or_path, np.ndarray):
+        image_or_path = Path(image_or_path).absolute()  # workers started in another folder read the same file
     source = open_lazy(image_or_path, max_pixels=options.max_pixels)
     if options.max_pixels is not None and source.pixels > options.max_pixels:
         raise ImageError(
@@ -146,7 +148,7 @@ def segment_chunked(
         sec = run.seconds
         stages = {k: v for k, v in sec.items() if k not in ("load", "features", "save")}
         report = make_report(
-            source=None if isinstance(image_or_path, np.ndarray) else str(image_or_path), image_shape=source.shape,
+            source=None if isinstance(image_or_path, np.ndarray) else source_name, image_shape=source.shape,
             n_samples=run.samples, features=tuple(_feature_names(source, spec)), eps=spec.eps,
             min_samples=spec.min_samples,
             color=options.color, alpha=options.alpha, xy_scale=spec.xy_scale, device=Device("cpu", cpu_name()),
